@@ -1,0 +1,81 @@
+"""The console scripts as a user runs them: real subprocesses on the broken-COCO corpus."""
+import hashlib, json, os, subprocess, sys
+from pathlib import Path
+import pytest
+from teacher_lora.test_utils import broken_coco_corpus
+from teacher_lora.coco import validate_coco
+
+BIN = Path(sys.executable).parent
+FRUITS = Path(__file__).resolve().parents[1].parent/'shared'/'data'/'fruits_nuts'
+
+
+def run(*args, cwd=None):
+    "Run a console script; return (exit code, stdout, stderr)."
+    r = subprocess.run([str(BIN/args[0]), *map(str, args[1:])], capture_output=True, text=True, cwd=cwd, timeout=120)
+    return r.returncode, r.stdout, r.stderr
+
+
+def tree_hashes(folder):
+    "sha256 of every file under `folder`."
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in Path(folder).rglob('*') if p.is_file()}
+
+
+@pytest.fixture(scope='module')
+def corpus(tmp_path_factory):
+    return broken_coco_corpus(tmp_path_factory.mktemp('corpus'))
+
+
+def test_corpus_is_large(corpus):
+    assert len(corpus) >= 40
+
+
+def test_each_case_through_the_cli(corpus, tmp_path):
+    "Every malformed input yields its finding and a meaningful exit code; no traceback; inputs byte-identical."
+    for name, code, ann, images in corpus:
+        before = tree_hashes(ann.parent)
+        rc, out, err = run('teacher-lora-validate', '--data', ann, '--images', images)
+        assert code in out, f"{name}: expected finding {code}\n{out}{err}"
+        assert 'Traceback' not in out + err, f"{name}:\n{err}"
+        usable = validate_coco(ann, image_root=images).usable
+        expected_rc = 2 if not usable else 1 if validate_coco(ann, image_root=images).errors else 0
+        assert rc == expected_rc, f"{name}: exit code {rc}, expected {expected_rc}\n{out}{err}"
+        if usable:  # repairing writes a new file and leaves the case untouched
+            rc, out, err = run('teacher-lora-validate', '--data', ann, '--fix', tmp_path/f'{name}.json')
+            assert 'Traceback' not in out + err and rc in (0, 1), f"{name} --fix:\n{out}{err}"
+            assert (tmp_path/f'{name}.json').exists()
+        assert tree_hashes(ann.parent) == before, f"{name}: input files changed"
+
+
+def test_fix_refuses_to_overwrite_input(corpus):
+    name, code, ann, images = next(c for c in corpus if c[0] == 'bbox-xyxy')
+    before = ann.read_bytes()
+    rc, out, err = run('teacher-lora-validate', '--data', ann, '--fix', ann)
+    assert rc == 2 and 'input file' in err and 'Traceback' not in err
+    assert ann.read_bytes() == before
+
+
+def test_bad_split_spec_is_a_usage_error(corpus):
+    rc, out, err = run('teacher-lora-validate', '--data', corpus[-1][2], '--split', 'train=0.8')
+    assert rc == 2 and 'name:ratio' in err and 'Traceback' not in err
+
+
+@pytest.mark.skipif(not FRUITS.exists(), reason='shared data not present')
+def test_fruits_nuts_validate_and_split(tmp_path):
+    rc, out, err = run('teacher-lora-validate', '--data', FRUITS/'trainval.json', '--images', FRUITS/'images',
+                       '--split', 'train:0.7,val:0.15,test:0.15', '--stratify', '--out', tmp_path)
+    assert rc == 0, out + err
+    assert '0 error(s)' in out
+    names = {'date', 'fig', 'hazelnut'}
+    for split in ('train', 'val', 'test'):
+        d = json.loads((tmp_path/f'{split}.json').read_text())
+        cats = {c['id']: c['name'] for c in d['categories']}
+        assert {cats[a['category_id']] for a in d['annotations']} == names, split
+    rc, out, err = run('teacher-lora-validate', '--data', FRUITS/'trainval.json', '--split', 'train:0.5,val:0.5', '--out', tmp_path)
+    assert rc == 2 and '--overwrite' in err  # never replaces existing files silently
+
+
+def test_demo(tmp_path):
+    rc, out, err = run('teacher-lora-validate', '--demo', cwd=tmp_path)
+    assert rc == 0, out + err
+    assert 'bbox-mismatch' in out and 'repaired copy' in out
+    assert {p.name for p in (tmp_path/'teacher_lora_demo').glob('*.json')} == {'annotations.json', 'fixed.json', 'train.json', 'val.json'}
