@@ -7,11 +7,11 @@ Docs: https://teacher-lora.github.io/teacher_lora/coco.html.md"""
 # %% auto #0
 __all__ = ['MAX_PROMPT_TOKENS', 'SIZE_BUCKETS', 'CHECKS', 'CocoError', 'load_coco', 'grounding_prompt', 'bert_tokenizer',
            'prompt_tokens', 'DatasetInfo', 'inspect_dataset', 'required_teachers', 'StudentAdvice', 'recommend_student',
-           'dataset_report', 'plot_dataset', 'Finding', 'ValidationReport', 'safe_image_path', 'validate_coco',
-           'Change', 'repair_coco', 'parse_ratios', 'split_coco']
+           'dataset_report', 'plot_dataset', 'Finding', 'ValidationReport', 'seg_to_rle', 'safe_image_path',
+           'validate_coco', 'Change', 'repair_coco', 'parse_ratios', 'split_coco']
 
-# %% ../nbs/00_coco.ipynb #90d82480
-import json, math, os, re, tempfile
+# %% ../nbs/00_coco.ipynb #1d6b7535
+import gc, json, math, os, re, tempfile
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, asdict
@@ -23,11 +23,11 @@ from fastcore.basics import patch
 from PIL import Image, ImageOps
 from pycocotools import mask as mask_utils
 
-# %% ../nbs/00_coco.ipynb #daf4b6af
+# %% ../nbs/00_coco.ipynb #01cefbf4
 class CocoError(ValueError):
     "A COCO file that cannot be used at all: missing, not JSON, or not a COCO dict."
 
-# %% ../nbs/00_coco.ipynb #41ac6a69
+# %% ../nbs/00_coco.ipynb #6fa07c66
 def load_coco(src, # path to a COCO JSON file, or an already parsed dict
              )->dict:
     "Parse a COCO file (fast, with `orjson`) or pass a dict through; raise `CocoError` naming the file."
@@ -35,17 +35,19 @@ def load_coco(src, # path to a COCO JSON file, or an already parsed dict
     p = Path(src)
     if not p.is_file(): raise CocoError(f"{p}: no such file. Fix: check the path to your annotation file.")
     raw = p.read_bytes()
+    gc.disable()  # millions of new dicts would trigger full collections: parsing is 2x faster without
     try: d = orjson.loads(raw)
     except orjson.JSONDecodeError:  # Python's json also reads NaN/Infinity, which json.dump writes
         try: d = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as e:
             raise CocoError(f"{p}: not valid JSON ({e}). Fix: re-export the annotations from your labelling tool.") from None
+    finally: gc.enable()
     if not isinstance(d, dict):
         raise CocoError(f"{p}: the top level is a {type(d).__name__}, not a COCO dict with "
                         "'images', 'annotations' and 'categories'. Fix: export in COCO format.")
     return d
 
-# %% ../nbs/00_coco.ipynb #d5ddba5a
+# %% ../nbs/00_coco.ipynb #0c42e8d1
 MAX_PROMPT_TOKENS = 256  # Grounding DINO's `max_text_len`
 
 def grounding_prompt(names, # class names, in class-index order
@@ -53,7 +55,7 @@ def grounding_prompt(names, # class names, in class-index order
     "The Grounding DINO text prompt for `names`: lowercased, `' . '`-joined, ending with `' .'`."
     return ' . '.join(n.strip().lower() for n in names) + ' .'
 
-# %% ../nbs/00_coco.ipynb #89007393
+# %% ../nbs/00_coco.ipynb #14baeb13
 @lru_cache(1)
 def bert_tokenizer():
     "The `bert-base-uncased` WordPiece tokenizer that Grounding DINO uses, from the vocabulary shipped here."
@@ -64,7 +66,7 @@ def prompt_tokens(prompt:str)->int:
     "Number of tokens Grounding DINO's text encoder sees for `prompt`, `[CLS]` and `[SEP]` included."
     return len(bert_tokenizer().encode(prompt).ids)
 
-# %% ../nbs/00_coco.ipynb #c4903c6f
+# %% ../nbs/00_coco.ipynb #2d4cfd2c
 SIZE_BUCKETS = {'small': (0, 32**2), 'medium': (32**2, 96**2), 'large': (96**2, math.inf)}  # COCO's thresholds
 
 @dataclass
@@ -88,7 +90,15 @@ class DatasetInfo:
     @property
     def prompt_too_long(self): return self.prompt_tokens > MAX_PROMPT_TOKENS
 
-# %% ../nbs/00_coco.ipynb #51554b11
+# %% ../nbs/00_coco.ipynb #7224d220
+def _is_int(v): return isinstance(v, int) and not isinstance(v, bool)
+def _is_num(v): return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+_NUM_TYPES = frozenset((int, float))
+
+def _all_num(xs):
+    "All of `xs` are finite numbers (not bools); one pass over the types for the common, valid case."
+    return (_NUM_TYPES.issuperset(map(type, xs)) and math.isfinite(sum(xs))) or all(map(_is_num, xs))
+
 def _ann_area(a):
     "Instance area: COCO's `area` when it is a number, else the bbox area, else 0."
     ar = a.get('area')
@@ -102,7 +112,7 @@ def _seg_kind(s):
     if isinstance(s, dict) and 'counts' in s: return 'rle'
     return None
 
-# %% ../nbs/00_coco.ipynb #bf883a4a
+# %% ../nbs/00_coco.ipynb #be4ba8a2
 def _records(d, key, src):
     "The list under `key`, or a `CocoError` that says how to fix the file."
     v = d.get(key)
@@ -111,13 +121,13 @@ def _records(d, key, src):
                         "Fix: run `validate_coco` for the full report.")
     return v
 
-# %% ../nbs/00_coco.ipynb #946d9122
+# %% ../nbs/00_coco.ipynb #c324dd04
 def inspect_dataset(coco, # path to a COCO file, or a parsed dict
                    )->DatasetInfo:
     "Counts, class map, mask kinds, size buckets and the Grounding DINO prompt of a COCO dataset."
     d, src = load_coco(coco), '<dict>' if isinstance(coco, dict) else str(coco)
-    imgs, anns, cats = (_records(d, k, src) for k in ('images', 'annotations', 'categories'))
-    cats = sorted((c for c in cats if isinstance(c, dict) and 'id' in c), key=lambda c: c['id'])
+    imgs, anns, cats = ([r for r in _records(d, k, src) if isinstance(r, dict)] for k in ('images', 'annotations', 'categories'))
+    cats = sorted((c for c in cats if _is_int(c.get('id'))), key=lambda c: c['id'])
     names = [str(c.get('name', c['id'])) for c in cats]
     kinds = Counter(_seg_kind(a.get('segmentation')) for a in anns)
     per_cat = Counter(a.get('category_id') for a in anns)
@@ -129,22 +139,22 @@ def inspect_dataset(coco, # path to a COCO file, or a parsed dict
         n_crowd=sum(bool(a.get('iscrowd')) for a in anns), cat_ids=[c['id'] for c in cats], names=names,
         class_counts={n: per_cat[c['id']] for n, c in zip(names, cats)},
         size_counts={k: int(((areas >= lo) & (areas < hi)).sum()) for k, (lo, hi) in SIZE_BUCKETS.items()},
-        empty_images=[i['id'] for i in imgs if isinstance(i, dict) and i.get('id') not in used],
+        empty_images=[i.get('id') for i in imgs if i.get('id') not in used],
         prompt=prompt, prompt_tokens=prompt_tokens(prompt), areas=areas)
 
-# %% ../nbs/00_coco.ipynb #aa6eec42
+# %% ../nbs/00_coco.ipynb #fb427661
 def required_teachers(info:DatasetInfo)->list:
     "Teachers the data calls for: boxes (or masks, which imply boxes) → Grounding DINO; masks → SAM."
     return (['grounding_dino'] if info.has_boxes or info.has_masks else []) + (['sam'] if info.has_masks else [])
 
-# %% ../nbs/00_coco.ipynb #afad27fa
+# %% ../nbs/00_coco.ipynb #546cfad6
 @dataclass
 class StudentAdvice:
     "Which student to train on the teachers' labels, and why."
     task:str; size:str; input_size:int; reason:str
     def __str__(self): return f"{self.size} {self.task} at {self.input_size} px: {self.reason}"
 
-# %% ../nbs/00_coco.ipynb #585acf9f
+# %% ../nbs/00_coco.ipynb #b43598a0
 def recommend_student(info:DatasetInfo)->StudentAdvice:
     "A student that fits the data: instance-segmenter or detector, its size and input resolution."
     task = 'instance-segmenter' if info.has_masks else 'detector'
@@ -156,7 +166,7 @@ def recommend_student(info:DatasetInfo)->StudentAdvice:
            + (", so train at a higher resolution." if res > 640 else "."))
     return StudentAdvice(task, size, res, why)
 
-# %% ../nbs/00_coco.ipynb #2b79617d
+# %% ../nbs/00_coco.ipynb #ae24f113
 def dataset_report(info:DatasetInfo):
     "Print a readable summary table of `info`."
     n = max(info.n_annotations, 1)
@@ -171,7 +181,7 @@ def dataset_report(info:DatasetInfo):
     cw = max((len(k) for k in info.class_counts), default=5)
     print(f"  {'class':<{cw}}  instances\n" + '\n'.join(f"  {k:<{cw}}  {v}" for k, v in info.class_counts.items()))
 
-# %% ../nbs/00_coco.ipynb #95007ce5
+# %% ../nbs/00_coco.ipynb #b300eb77
 def plot_dataset(info:DatasetInfo, figsize=(11, 3.2)):
     "Bar chart of instances per class and a histogram of object sizes, with COCO's size thresholds."
     import matplotlib.pyplot as plt
@@ -185,7 +195,7 @@ def plot_dataset(info:DatasetInfo, figsize=(11, 3.2)):
     fig.tight_layout()
     return fig
 
-# %% ../nbs/00_coco.ipynb #7bd9eab1
+# %% ../nbs/00_coco.ipynb #2f7c123c
 CHECKS = {  # code: (severity, how to fix)
  'not-found':      ('error', "check the path to the annotation file"),
  'not-json':       ('error', "the file is not valid JSON: re-export it from your labelling tool"),
@@ -229,7 +239,7 @@ CHECKS = {  # code: (severity, how to fix)
  'image-mode':     ('warning', "the image will be converted to 8-bit RGB when loaded"),
 }
 
-# %% ../nbs/00_coco.ipynb #9918de88
+# %% ../nbs/00_coco.ipynb #ec1d5c56
 @dataclass(frozen=True)
 class Finding:
     "One problem in a COCO file: how bad, what, where, and how to fix it."
@@ -241,7 +251,7 @@ class Finding:
         return ' / '.join(str(p) for p in (self.kind + ('' if self.id is None else f' {self.id}'), self.field) if p)
     def __str__(self): return f"{self.severity:<7} {self.code:<18} {self.where}: {self.message}. Fix: {self.fix}"
 
-# %% ../nbs/00_coco.ipynb #383b9882
+# %% ../nbs/00_coco.ipynb #744e9ff6
 class ValidationReport:
     "The findings of `validate_coco`: `errors`, `warnings`, `counts` per code, and a readable table."
     def __init__(self, source, max_per_code=1000):
@@ -262,7 +272,7 @@ class ValidationReport:
         "False when the file could not be read as COCO at all."
         return not {'not-found', 'not-json', 'not-coco', 'missing-key', 'wrong-type'} & set(self.counts)
 
-# %% ../nbs/00_coco.ipynb #f2f7524c
+# %% ../nbs/00_coco.ipynb #c82373d9
 @patch
 def __repr__(self:ValidationReport, show=5):
     "The findings grouped by code, errors first, with each code's fix and its first `show` places."
@@ -278,7 +288,7 @@ def __repr__(self:ValidationReport, show=5):
         if self.counts[code] > show: lines.append(f"    ... and {self.counts[code]-show} more")
     return '\n'.join(lines)
 
-# %% ../nbs/00_coco.ipynb #a2eee814
+# %% ../nbs/00_coco.ipynb #4b2f2d54
 def _check_top(d, rep):
     "Top-level keys: present, lists of dicts, not empty. Returns False when nothing more can be checked."
     for k in ('images', 'annotations', 'categories'):
@@ -291,10 +301,7 @@ def _check_top(d, rep):
             if not isinstance(r, dict): rep.add('record-type', k[:-1], f'#{i}', '', f"record is a {type(r).__name__}")
     return True
 
-# %% ../nbs/00_coco.ipynb #f26a7314
-def _is_int(v): return isinstance(v, int) and not isinstance(v, bool)
-def _is_num(v): return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
+# %% ../nbs/00_coco.ipynb #80c26829
 def _check_ids(recs, kind, rep):
     "Records of one kind: every id an int, and unique. Returns {id: record}."
     byid = {}
@@ -307,7 +314,7 @@ def _check_ids(recs, kind, rep):
         else: byid[rid] = r
     return byid
 
-# %% ../nbs/00_coco.ipynb #08545bb9
+# %% ../nbs/00_coco.ipynb #f8376ed0
 def _check_images(imgs, rep):
     "Image records: file_name a string, width and height positive ints, file names unique."
     seen = {}
@@ -322,7 +329,7 @@ def _check_images(imgs, rep):
             if v is None: rep.add('missing-field', 'image', iid, k, f"no {k}")
             elif not _is_int(v) or v <= 0: rep.add('field-type', 'image', iid, k, f"{k} {v!r} is not a positive integer")
 
-# %% ../nbs/00_coco.ipynb #5a2bbac7
+# %% ../nbs/00_coco.ipynb #32575872
 def _check_categories(cats, used, rep):
     "Category records: a unique, non-empty name without '.', used by some annotation; prompt length."
     names = {}
@@ -339,14 +346,14 @@ def _check_categories(cats, used, rep):
     if n_tok > MAX_PROMPT_TOKENS:
         rep.add('prompt-too-long', 'file', None, 'categories', f"the prompt of all {len(names)} classes is {n_tok} tokens")
 
-# %% ../nbs/00_coco.ipynb #944f0180
+# %% ../nbs/00_coco.ipynb #39b12eb5
 def _check_bbox(a, aid, im, rep):
     "bbox: 4 finite numbers, positive size, inside the image. Returns it as a list, or None."
     b = a.get('bbox')
     if b is None:
         if _seg_kind(a.get('segmentation')): rep.add('bbox-missing', 'annotation', aid, 'bbox', "no bbox")
         return None
-    if not isinstance(b, list) or len(b) != 4 or not all(map(_is_num, b)):
+    if not isinstance(b, list) or len(b) != 4 or not _all_num(b):
         rep.add('bbox-format', 'annotation', aid, 'bbox', f"bbox is {b!r}"); return None
     x, y, w, h = b
     if w <= 0 or h <= 0: rep.add('bbox-size', 'annotation', aid, 'bbox', f"width {w} and height {h}"); return None
@@ -361,20 +368,20 @@ def _check_bbox(a, aid, im, rep):
                     + (" (looks like [x1,y1,x2,y2]; COCO wants [x,y,w,h])" if x < w <= W and y < h <= H else ''))
     return b
 
-# %% ../nbs/00_coco.ipynb #41f282e1
+# %% ../nbs/00_coco.ipynb #696d00c8
 def _check_polygons(s, aid, rep):
     "Polygons: lists of numbers, even length, at least 3 points. Returns the valid parts."
     good = []
     for k, p in enumerate(s):
+        if isinstance(p, list) and len(p) >= 6 and not len(p) % 2 and _all_num(p): good.append(p); continue
         where = f'segmentation[{k}]'
-        if not isinstance(p, list) or not p or not all(map(_is_num, p)):
+        if not isinstance(p, list) or not p or not _all_num(p):
             rep.add('polygon-format', 'annotation', aid, where, f"part {k} is not a non-empty list of numbers")
         elif len(p) % 2: rep.add('polygon-odd', 'annotation', aid, where, f"{len(p)} numbers (odd)")
-        elif len(p) < 6: rep.add('polygon-short', 'annotation', aid, where, f"{len(p)//2} point(s)")
-        else: good.append(p)
+        else: rep.add('polygon-short', 'annotation', aid, where, f"{len(p)//2} point(s)")
     return good
 
-# %% ../nbs/00_coco.ipynb #d42a72b1
+# %% ../nbs/00_coco.ipynb #198c1683
 def _check_rle(s, aid, im, rep):
     "RLE: a [h, w] size that matches the image, and counts as a string or a list of ints."
     size, counts = s.get('size'), s.get('counts')
@@ -387,11 +394,13 @@ def _check_rle(s, aid, im, rep):
         return False
     return True
 
-# %% ../nbs/00_coco.ipynb #9f53ad39
+# %% ../nbs/00_coco.ipynb #7f2e7250
 def _poly_extent(polys):
     "Bounding box [x, y, w, h] of polygons."
-    xs = [v for p in polys for v in p[0::2]]; ys = [v for p in polys for v in p[1::2]]
-    return [min(xs), min(ys), max(xs)-min(xs), max(ys)-min(ys)]
+    xs, ys = (polys[0][0::2], polys[0][1::2]) if len(polys) == 1 else \
+             ([v for p in polys for v in p[0::2]], [v for p in polys for v in p[1::2]])
+    x0, y0 = min(xs), min(ys)
+    return [x0, y0, max(xs)-x0, max(ys)-y0]
 
 def _check_mask(a, aid, im, b, rep):
     "Segmentation: valid polygons or RLE; the bbox should match the mask's extent (within 2 px)."
@@ -400,19 +409,21 @@ def _check_mask(a, aid, im, b, rep):
     if isinstance(s, list): polys = _check_polygons(s, aid, rep); ext = _poly_extent(polys) if polys else None
     elif isinstance(s, dict):
         ok = _check_rle(s, aid, im, rep)
-        ext = mask_utils.toBbox(_to_rle(s, *s['size'])).tolist() if ok else None
+        ext = mask_utils.toBbox(seg_to_rle(s, *s['size'])).tolist() if ok else None
     else: rep.add('segmentation-format', 'annotation', aid, 'segmentation', f"segmentation is a {type(s).__name__}"); return
-    if ext and b and max(abs(u-v) for u, v in zip(ext, b)) > 2:
+    if ext and b and not (abs(ext[0]-b[0]) <= 2 and abs(ext[1]-b[1]) <= 2 and abs(ext[2]-b[2]) <= 2 and abs(ext[3]-b[3]) <= 2):
         rep.add('bbox-mismatch', 'annotation', aid, 'bbox', f"bbox {[round(v, 1) for v in b]} but the mask spans {[round(v, 1) for v in ext]}")
 
-# %% ../nbs/00_coco.ipynb #6d5802c0
-def _to_rle(s, h, w):
-    "A compressed RLE for polygons, an uncompressed RLE or a compressed one."
+# %% ../nbs/00_coco.ipynb #12a26bfd
+def seg_to_rle(s, # a COCO segmentation: polygons, uncompressed RLE or compressed RLE
+               h:int, w:int, # image size
+              )->dict:
+    "The compressed RLE (pycocotools' form) of any COCO segmentation."
     if isinstance(s, list): return mask_utils.merge(mask_utils.frPyObjects(s, h, w))
     if isinstance(s.get('counts'), list): return mask_utils.frPyObjects(s, h, w)
     return {'size': s['size'], 'counts': s['counts'].encode() if isinstance(s['counts'], str) else s['counts']}
 
-# %% ../nbs/00_coco.ipynb #c8f405b5
+# %% ../nbs/00_coco.ipynb #2084da62
 def _check_area(a, aid, b, rep):
     "area: present, a positive number, not larger than the bbox."
     ar = a.get('area')
@@ -421,7 +432,7 @@ def _check_area(a, aid, b, rep):
     if b and ar > b[2]*b[3]*1.01 + 1:
         rep.add('area-inconsistent', 'annotation', aid, 'area', f"area {ar:g} exceeds the bbox area {b[2]*b[3]:g}")
 
-# %% ../nbs/00_coco.ipynb #7c956535
+# %% ../nbs/00_coco.ipynb #52313d20
 def _check_annotation(a, aid, imgs, cats, rep):
     "One annotation: references, geometry, crowd flag."
     im = imgs.get(a.get('image_id'))
@@ -435,7 +446,7 @@ def _check_annotation(a, aid, imgs, cats, rep):
     _check_area(a, aid, b, rep)
     if a.get('iscrowd', 0) not in (0, 1): rep.add('iscrowd-invalid', 'annotation', aid, 'iscrowd', f"iscrowd is {a.get('iscrowd')!r}")
 
-# %% ../nbs/00_coco.ipynb #a8d09afd
+# %% ../nbs/00_coco.ipynb #dd727176
 def safe_image_path(root, # the image folder
                     file_name:str, # `file_name` from the COCO file
                    )->Path:
@@ -446,7 +457,7 @@ def safe_image_path(root, # the image folder
         raise CocoError(f"file_name '{file_name}' resolves outside the image folder {root}: refused")
     return p
 
-# %% ../nbs/00_coco.ipynb #914b1a84
+# %% ../nbs/00_coco.ipynb #f64d73e6
 _MODES_OK = {'RGB'}
 
 def _image_problems(path, W, H):
@@ -466,7 +477,7 @@ def _image_problems(path, W, H):
     if mode not in _MODES_OK: out.append(('image-mode', 'file_name', f"{path.name} is mode {mode}"))
     return out
 
-# %% ../nbs/00_coco.ipynb #b5ebfdc5
+# %% ../nbs/00_coco.ipynb #e434a290
 def _check_files(imgs, root, rep, workers=None):
     "Every image file: inside `root`, present, decodable, the size the JSON says, RGB."
     todo = []
@@ -479,7 +490,7 @@ def _check_files(imgs, root, rep, workers=None):
         for (iid, *_), probs in zip(todo, ex.map(lambda t: _image_problems(*t[1:]), todo)):
             for code, fld, msg in probs: rep.add(code, 'image', iid, fld, msg)
 
-# %% ../nbs/00_coco.ipynb #98ea9767
+# %% ../nbs/00_coco.ipynb #56daab4f
 def validate_coco(coco, # path to a COCO file, or a parsed dict
                   image_root=None, # image folder: also check every image file
                   max_per_code:int=1000, # keep at most this many findings of each code (all are counted)
@@ -502,52 +513,52 @@ def validate_coco(coco, # path to a COCO file, or a parsed dict
     if image_root is not None: _check_files(imgs, image_root, rep)
     return rep
 
-# %% ../nbs/00_coco.ipynb #a07df181
+# %% ../nbs/00_coco.ipynb #99f2977d
 @dataclass
 class Change:
     "One change made by `repair_coco`."
     kind:str; id:object; action:str; detail:str
     def __str__(self): return f"{self.kind} {self.id}: {self.action} ({self.detail})"
 
-# %% ../nbs/00_coco.ipynb #9df64d3d
+# %% ../nbs/00_coco.ipynb #42ee6498
 def _mask_geometry(s, im):
     "(bbox, area) of a valid segmentation, or None."
     h, w = im.get('height'), im.get('width')
     if not (_is_int(h) and _is_int(w)): return None
     if isinstance(s, list):
-        s = [p for p in s if isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 and all(map(_is_num, p))]
+        s = [p for p in s if isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 and _all_num(p)]
         if not s: return None
     elif not (isinstance(s, dict) and s.get('size') == [h, w] and 'counts' in s): return None
-    rle = _to_rle(s, h, w)
+    rle = seg_to_rle(s, h, w)
     area = float(mask_utils.area(rle))
     return (mask_utils.toBbox(rle).tolist(), area) if area > 0 else None
 
-# %% ../nbs/00_coco.ipynb #ce83afe7
+# %% ../nbs/00_coco.ipynb #7521f85c
 def _clip_box(b, W, H):
     "Clip an [x, y, w, h] box to a W x H image."
     x0, y0 = min(max(b[0], 0), W), min(max(b[1], 0), H)
     x1, y1 = min(max(b[0]+b[2], 0), W), min(max(b[1]+b[3], 0), H)
     return [x0, y0, x1-x0, y1-y0]
 
-# %% ../nbs/00_coco.ipynb #8d4135b4
+# %% ../nbs/00_coco.ipynb #1d838ec5
 def _repair_ann(a, im, log):
     "Repair one annotation in place; return False if it must be dropped."
     aid, s = a.get('id'), a.get('segmentation')
     if isinstance(s, list):
-        keep = [p for p in s if isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 and all(map(_is_num, p))]
+        keep = [p for p in s if isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 and _all_num(p)]
         if len(keep) < len(s): log.append(Change('annotation', aid, 'dropped polygon parts', f"{len(s)-len(keep)} invalid")); a['segmentation'] = s = keep
     geo = _mask_geometry(s, im) if s else None
     if geo:
         b, area = geo
         old = a.get('bbox')
-        if not (isinstance(old, list) and len(old) == 4 and all(map(_is_num, old))) or max(abs(u-v) for u, v in zip(old, b)) > 2:
+        if not (isinstance(old, list) and len(old) == 4 and _all_num(old)) or max(abs(u-v) for u, v in zip(old, b)) > 2:
             a['bbox'] = b; log.append(Change('annotation', aid, 'bbox from mask', f"{old} -> {[round(v, 2) for v in b]}"))
         if not _is_num(a.get('area')) or abs(a['area'] - area) > max(1, .05*area):
             log.append(Change('annotation', aid, 'area from mask', f"{a.get('area')} -> {area:g}")); a['area'] = area
     else:
         if s: log.append(Change('annotation', aid, 'dropped segmentation', 'invalid or empty mask')); a.pop('segmentation')
         b = a.get('bbox')
-        if not (isinstance(b, list) and len(b) == 4 and all(map(_is_num, b))): return False
+        if not (isinstance(b, list) and len(b) == 4 and _all_num(b)): return False
         c = _clip_box(b, im['width'], im['height'])
         if c[2] <= 0 or c[3] <= 0: return False
         if c != b: a['bbox'] = c; log.append(Change('annotation', aid, 'clipped bbox', f"{b} -> {c}"))
@@ -556,7 +567,7 @@ def _repair_ann(a, im, log):
     if a.get('iscrowd', 0) not in (0, 1) or 'iscrowd' not in a: a['iscrowd'] = int(bool(a.get('iscrowd', 0)))
     return True
 
-# %% ../nbs/00_coco.ipynb #95ae1dc5
+# %% ../nbs/00_coco.ipynb #ea3d4192
 def _write_json_atomic(d, dst):
     "Write `d` as JSON to `dst` through a temporary file and a rename: never a half-written file."
     dst = Path(dst); dst.parent.mkdir(parents=True, exist_ok=True)
@@ -566,7 +577,7 @@ def _write_json_atomic(d, dst):
         os.replace(tmp, dst)
     except BaseException: Path(tmp).unlink(missing_ok=True); raise
 
-# %% ../nbs/00_coco.ipynb #4acf8f80
+# %% ../nbs/00_coco.ipynb #c9c7e54d
 def repair_coco(src, # path to a COCO file (or a dict; it is not modified)
                 dst, # where to write the repaired file; must not be `src`
                )->list:
@@ -590,7 +601,7 @@ def repair_coco(src, # path to a COCO file (or a dict; it is not modified)
     _write_json_atomic(d, dst)
     return log
 
-# %% ../nbs/00_coco.ipynb #de108acd
+# %% ../nbs/00_coco.ipynb #e778a6f4
 def parse_ratios(spec:str)->dict:
     "'train:0.7,val:0.15,test:0.15' → {'train': .7, 'val': .15, 'test': .15}; they must sum to 1."
     try: r = {k.strip(): float(v) for k, v in (p.split(':') for p in spec.split(','))}
@@ -599,7 +610,7 @@ def parse_ratios(spec:str)->dict:
         raise CocoError(f"split '{spec}': ratios must be positive, named, and sum to 1 (they sum to {sum(r.values()):g})")
     return r
 
-# %% ../nbs/00_coco.ipynb #2b72a1b2
+# %% ../nbs/00_coco.ipynb #1cb378a2
 def _stratified_assign(labels, ratios, rng):
     "Iterative stratification: `labels[i]` is the set of classes in image i; returns a split index per image."
     n, r = len(labels), np.array(list(ratios.values()))
@@ -617,7 +628,7 @@ def _stratified_assign(labels, ratios, rng):
     for i in order[out[order] < 0]: s = int(np.argmax(want_n)); out[i] = s; want_n[s] -= 1
     return out
 
-# %% ../nbs/00_coco.ipynb #74871654
+# %% ../nbs/00_coco.ipynb #481017f7
 def _subset(d, ids):
     "A COCO dict with the images in `ids`, their annotations, and every category."
     ids = set(ids)
@@ -625,7 +636,7 @@ def _subset(d, ids):
             'images': [i for i in d['images'] if i['id'] in ids],
             'annotations': [a for a in d['annotations'] if a['image_id'] in ids]}
 
-# %% ../nbs/00_coco.ipynb #b52b1278
+# %% ../nbs/00_coco.ipynb #564e2e06
 def split_coco(coco, # path to a COCO file, or a parsed dict
                ratios, # {'train': .7, 'val': .15, 'test': .15} or 'train:0.7,val:0.15,test:0.15'
                stratify:bool=True, # keep each class's share of images close to the ratios
@@ -635,9 +646,13 @@ def split_coco(coco, # path to a COCO file, or a parsed dict
     "Split a COCO dataset by image into {split name: COCO dict}; deterministic for a seed."
     d = load_coco(coco)
     ratios = parse_ratios(ratios) if isinstance(ratios, str) else ratios
-    ids = [i['id'] for i in d['images']]
-    lab = defaultdict(set)
-    for a in d['annotations']: lab[a['image_id']].add(a['category_id'])
+    try:
+        ids = [i['id'] for i in d['images']]
+        lab = defaultdict(set)
+        for a in d['annotations']: lab[a['image_id']].add(a['category_id'])
+    except (KeyError, TypeError) as e:
+        raise CocoError(f"{'<dict>' if isinstance(coco, dict) else coco}: cannot split, a record lacks {e}. "
+                        "Fix: run validate_coco (or teacher-lora-validate --fix) first") from None
     rng = np.random.default_rng(seed)
     if stratify: where = _stratified_assign([lab[i] for i in ids], ratios, rng)
     else:
@@ -648,7 +663,7 @@ def split_coco(coco, # path to a COCO file, or a parsed dict
         for name, sd in splits.items(): _write_json_atomic(sd, Path(out_dir)/f'{name}.json')
     return splits
 
-# %% ../nbs/00_coco.ipynb #003eebe5
+# %% ../nbs/00_coco.ipynb #3691ce08
 def _class_shares(splits):
     "For each split, the share of each class's images it received."
     tot = Counter(c for s in splits.values() for a in s['annotations'] for c in [a['category_id']])
