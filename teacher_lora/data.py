@@ -6,10 +6,11 @@ Docs: https://teacher-lora.github.io/teacher_lora/data.html.md"""
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'SAM_MEAN', 'SAM_STD', 'ImageLoadError', 'read_image', 'decode_masks', 'CocoDataset',
-           'DinoPreprocess', 'dino_boxes_to_original', 'sam_input_size', 'SamPreprocess', 'sam_masks_to_original',
-           'sam_boxes_to_original', 'mask_iou', 'collate', 'make_dataloader', 'default_augment', 'show_sample']
+           'fit_images', 'dino_input_size', 'DinoPreprocess', 'dino_boxes_to_original', 'sam_input_size',
+           'masks_to_frame', 'SamPreprocess', 'sam_masks_to_original', 'sam_boxes_to_original', 'mask_iou', 'collate',
+           'make_dataloader', 'default_augment', 'show_sample']
 
-# %% ../nbs/10_data.ipynb #46ee6f49
+# %% ../nbs/10_data.ipynb #4ed7ecd0
 import math, warnings
 from pathlib import Path
 import numpy as np, torch
@@ -23,11 +24,11 @@ import torchvision.transforms.v2.functional as TF
 from fastcore.basics import patch, store_attr
 from .coco import CocoError, inspect_dataset, load_coco, safe_image_path, seg_to_rle
 
-# %% ../nbs/10_data.ipynb #bbceb99f
+# %% ../nbs/10_data.ipynb #c9570eab
 class ImageLoadError(RuntimeError):
     "An image file that is missing or cannot be decoded; the message names the file and the fix."
 
-# %% ../nbs/10_data.ipynb #6c958764
+# %% ../nbs/10_data.ipynb #bf730fbd
 def _to_rgb8(im:Image.Image)->Image.Image:
     "8-bit RGB from any Pillow mode: 16/32-bit grayscale is scaled (not clipped), palette and alpha dropped."
     if im.mode in ('I;16', 'I;16B', 'I;16L', 'I', 'F'):
@@ -36,17 +37,19 @@ def _to_rgb8(im:Image.Image)->Image.Image:
         im = Image.fromarray(np.clip(a / top * 255 + .5, 0, 255).astype(np.uint8))
     return im if im.mode == 'RGB' else im.convert('RGB')
 
-# %% ../nbs/10_data.ipynb #cbbff603
+# %% ../nbs/10_data.ipynb #4eb17124
 def read_image(path)->Image.Image:
     "Open `path` as 8-bit RGB with its EXIF orientation applied; `ImageLoadError` names the file if it can't."
     try:
-        with Image.open(path) as im: return _to_rgb8(ImageOps.exif_transpose(im))
+        with Image.open(path) as im:
+            ImageOps.exif_transpose(im, in_place=True)  # no copy when there is nothing to rotate
+            return _to_rgb8(im)
     except FileNotFoundError: raise ImageLoadError(f"{path}: image file not found. Fix: check --images, or drop the image from the COCO file") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise ImageLoadError(f"{path}: cannot decode image ({type(e).__name__}: {e}). Fix: re-export the file or drop it "
                              "(teacher-lora-validate --images finds all such files)") from None
 
-# %% ../nbs/10_data.ipynb #116275d6
+# %% ../nbs/10_data.ipynb #0e940a03
 def _image_targets(d, cat2idx):
     "Per image id: boxes (xyxy), labels, iscrowd and segmentations, as compact arrays built once."
     by_img = {}
@@ -60,16 +63,16 @@ def _image_targets(d, cat2idx):
                         segs=[a.get('segmentation') for a in anns])
     return out
 
-# %% ../nbs/10_data.ipynb #7b8df4d4
+# %% ../nbs/10_data.ipynb #ccc441a5
 def decode_masks(segs, # COCO segmentations (polygons, RLE or uncompressed RLE)
                  h:int, w:int, # image size
                 )->np.ndarray:
     "Decode COCO segmentations into an (N, h, w) uint8 array with pycocotools."
     if not segs: return np.zeros((0, h, w), np.uint8)
     m = mask_utils.decode([seg_to_rle(s, h, w) for s in segs])  # (h, w, N), Fortran order
-    return np.ascontiguousarray(m.transpose(2, 0, 1))
+    return m.transpose(2, 0, 1)  # a strided view, no copy
 
-# %% ../nbs/10_data.ipynb #98fc082e
+# %% ../nbs/10_data.ipynb #9650d3ca
 class CocoDataset(Dataset):
     "One item per image of a COCO file: RGB image and its instances as `tv_tensors`, optionally preprocessed."
     def __init__(self, ann, # COCO file or dict (validated: see `teacher_lora.coco.validate_coco`)
@@ -85,10 +88,10 @@ class CocoDataset(Dataset):
         self.images = list(self.d['images'])
         self.targets = _image_targets(self.d, self.info.cat2idx)
         self.masks, self.crowd, self.augment, self.preprocess, self.skip = masks, crowd, augment, list(preprocess), skip_bad_images
-        self.names = self.info.names
+        self.names, self._paths = self.info.names, {}  # resolved, checked image paths, filled on first use
     def __len__(self): return len(self.images)
 
-# %% ../nbs/10_data.ipynb #0dc2ce7d
+# %% ../nbs/10_data.ipynb #49c8f3d2
 @patch
 def _raw_target(self:CocoDataset, rec, h, w):
     "The instances of image `rec` as tv_tensors in an (h, w) frame; crowd dropped unless `self.crowd`."
@@ -100,23 +103,23 @@ def _raw_target(self:CocoDataset, rec, h, w):
     if self.masks: tgt['masks'] = tv_tensors.Mask(torch.from_numpy(decode_masks([s for s, k in zip(t['segs'], keep) if k], h, w)))
     return tgt
 
-# %% ../nbs/10_data.ipynb #57d9ffda
+# %% ../nbs/10_data.ipynb #0c514a29
 @patch
 def _load(self:CocoDataset, i):
     "Image i as a uint8 `tv_tensors.Image`, or None (with a warning) if unreadable and `skip_bad_images`."
     rec = self.images[i]
     try:
-        path = safe_image_path(self.image_root, rec['file_name'])
-        return tv_tensors.Image(torch.from_numpy(np.asarray(read_image(path))).permute(2, 0, 1))
+        path = self._paths.get(i) or self._paths.setdefault(i, safe_image_path(self.image_root, rec['file_name']))
+        return tv_tensors.Image(torch.from_numpy(np.array(read_image(path))).permute(2, 0, 1))
     except (ImageLoadError, CocoError) as e:
         msg = f"image id {rec['id']}: {e}"
         if not self.skip: raise ImageLoadError(msg) from None
         warnings.warn(f"skipping {msg}"); return None
 
-# %% ../nbs/10_data.ipynb #c7083cb6
+# %% ../nbs/10_data.ipynb #ca3ad6f1
 @patch
 def __getitem__(self:CocoDataset, i):
-    "Item i: {'image_id', 'orig_size', 'target'} plus the raw 'image', or one entry per preprocessor."
+    "Item i: {'image', 'image_id', 'orig_size', 'target'} and one entry per preprocessor."
     img = self._load(i)
     if img is None: return None
     h, w = img.shape[-2:]
@@ -125,37 +128,60 @@ def __getitem__(self:CocoDataset, i):
     item = dict(target=tgt, image_id=rec['id'], orig_size=(h, w))
     for p in self.preprocess: item[p.name] = p(img, tgt)
     if self.preprocess: tgt.pop('masks', None)
-    else: item['image'] = img
-    return item
+    return item | dict(image=img)
 
-# %% ../nbs/10_data.ipynb #6e131b1f
+# %% ../nbs/10_data.ipynb #1ec706ef
+def fit_images(images, # (B, 3, H, W) uint8 batch, each image at the top-left of its slot
+               sizes, # (h, w) of each image in `images`
+               out_sizes, # (h, w) to resize each image to
+               mean, std, # per-channel statistics on the 0-255 scale
+               canvas=None, # (H, W) of the output; default: the largest of `out_sizes`
+              ):
+    "Resize each image of a padded batch to its size, normalise, and pad onto one canvas: (pixels, valid mask)."
+    H, W = canvas or (max(s[0] for s in out_sizes), max(s[1] for s in out_sizes))
+    out = images.new_zeros(len(images), 3, H, W, dtype=torch.float32)
+    valid = images.new_zeros(len(images), H, W, dtype=torch.long)
+    m, s = (torch.tensor(v, device=images.device).view(-1, 1, 1) for v in (mean, std))
+    for i, ((h, w), (oh, ow)) in enumerate(zip(sizes, out_sizes)):
+        x = TF.resize(images[i, :, :h, :w], [oh, ow], antialias=True)
+        out[i, :, :oh, :ow], valid[i, :oh, :ow] = (x.float() - m) / s, 1
+    return out, valid
+
+# %% ../nbs/10_data.ipynb #d23a75c1
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
-def _normalize(img, mean, std, scale=255.):
-    "uint8 CHW image → float32, normalised with per-channel `mean`/`std` given on a 0-1 scale."
-    m, s = torch.tensor(mean).view(-1, 1, 1), torch.tensor(std).view(-1, 1, 1)
-    return (img.as_subclass(torch.Tensor).float() / scale - m) / s
+def dino_input_size(h:int, w:int, shortest:int=800, longest:int=1333)->tuple:
+    "(h, w) with the shortest side at `shortest` and the longest at most `longest` (as `torchvision`'s `Resize`)."
+    short, long = min(h, w), max(h, w)
+    ns, nl = shortest, int(shortest * long / short)
+    if nl > longest: ns, nl = int(longest * ns / nl), longest
+    return (ns, nl) if h <= w else (nl, ns)
 
-# %% ../nbs/10_data.ipynb #bb756d52
+# %% ../nbs/10_data.ipynb #0c713a44
 class DinoPreprocess:
-    "Grounding DINO inputs of an item: resized, normalised pixels and relative `cxcywh` box targets."
+    "Grounding DINO: relative `cxcywh` box targets per item; resized, normalised pixels on the device."
     name = 'dino'
     def __init__(self, shortest:int=800, longest:int=1333, mean=IMAGENET_MEAN, std=IMAGENET_STD): store_attr()
     def __call__(self, img, tgt):
         h, w = img.shape[-2:]
-        x = TF.resize(img.as_subclass(torch.Tensor), [self.shortest], max_size=self.longest, antialias=True)
         boxes = box_convert(tgt['boxes'].as_subclass(torch.Tensor), 'xyxy', 'cxcywh') / torch.tensor([w, h, w, h])
-        return dict(pixel_values=_normalize(x, self.mean, self.std), labels=dict(class_labels=tgt['labels'], boxes=boxes))
+        return dict(input_size=dino_input_size(h, w, self.shortest, self.longest),
+                    labels=dict(class_labels=tgt['labels'], boxes=boxes))
+    def to_model(self, batch):
+        "`pixel_values` and `pixel_mask` for the model, from a collated batch on its device."
+        pv, pm = fit_images(batch['image'], batch['orig_size'], batch['dino']['input_size'],
+                            [v * 255 for v in self.mean], [v * 255 for v in self.std])
+        return dict(pixel_values=pv, pixel_mask=pm)
 
-# %% ../nbs/10_data.ipynb #fca147f6
+# %% ../nbs/10_data.ipynb #1c59affa
 def dino_boxes_to_original(boxes, # (N, 4) relative `cxcywh`, as Grounding DINO predicts them
                            orig_size, # (h, w) of the original image
                           )->torch.Tensor:
     "Absolute `xyxy` boxes in the original image from relative `cxcywh` boxes."
     h, w = orig_size
-    return box_convert(boxes, 'cxcywh', 'xyxy') * torch.tensor([w, h, w, h], dtype=boxes.dtype)
+    return box_convert(boxes, 'cxcywh', 'xyxy') * torch.tensor([w, h, w, h], dtype=boxes.dtype, device=boxes.device)
 
-# %% ../nbs/10_data.ipynb #3d8500f1
+# %% ../nbs/10_data.ipynb #0d2f1309
 SAM_MEAN, SAM_STD = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
 
 def sam_input_size(h:int, w:int, size:int=1024)->tuple:
@@ -163,23 +189,37 @@ def sam_input_size(h:int, w:int, size:int=1024)->tuple:
     s = size / max(h, w)
     return int(h * s + .5), int(w * s + .5)
 
-# %% ../nbs/10_data.ipynb #94413a60
+# %% ../nbs/10_data.ipynb #bb82be31
+def masks_to_frame(masks, # (N, h, w) binary masks in the original image
+                   input_size, # (h, w) of the image inside SAM's square frame
+                   size:int=1024, # the frame's side
+                   mask_size:int=256, # side of the square mask frame (the decoder's output: size // 4)
+                  )->torch.Tensor:
+    "Binary uint8 masks (N, mask_size, mask_size) in SAM's padded frame (nearest-neighbour resize)."
+    r = mask_size / size
+    nh, nw = round(input_size[0] * r), round(input_size[1] * r)
+    m = masks.as_subclass(torch.Tensor)[:, None].to(torch.uint8)
+    m = torch.nn.functional.interpolate(m, (nh, nw), mode='nearest-exact') if len(m) else m.new_zeros(0, 1, nh, nw)
+    return TF.pad(m[:, 0], [0, 0, mask_size - nw, mask_size - nh])
+
+# %% ../nbs/10_data.ipynb #d38a0690
 class SamPreprocess:
-    "SAM inputs of an item: padded square pixels, box prompts and masks in that frame."
+    "SAM: box prompts and masks in SAM's square frame per item; resized, normalised, padded pixels on the device."
     name = 'sam'
-    def __init__(self, size:int=1024, mean=SAM_MEAN, std=SAM_STD): store_attr()
+    def __init__(self, size:int=1024, mask_size:int=None, mean=SAM_MEAN, std=SAM_STD):
+        store_attr(); self.mask_size = mask_size or size // 4
     def __call__(self, img, tgt):
         (h, w), S = img.shape[-2:], self.size
         nh, nw = sam_input_size(h, w, S)
-        x = _normalize(TF.resize(img.as_subclass(torch.Tensor), [nh, nw], antialias=True), self.mean, self.std, scale=1.)
-        out = dict(pixel_values=TF.pad(x, [0, 0, S - nw, S - nh]), input_size=(nh, nw), labels=tgt['labels'],
+        out = dict(input_size=(nh, nw), labels=tgt['labels'],
                    boxes=tgt['boxes'].as_subclass(torch.Tensor) * torch.tensor([nw / w, nh / h, nw / w, nh / h]))
-        if 'masks' in tgt:
-            m = TF.resize(tgt['masks'].as_subclass(torch.Tensor), [nh, nw], interpolation=v2.InterpolationMode.NEAREST_EXACT)
-            out['masks'] = TF.pad(m, [0, 0, S - nw, S - nh])
+        if 'masks' in tgt: out['masks'] = masks_to_frame(tgt['masks'], (nh, nw), S, self.mask_size)
         return out
+    def to_model(self, batch):
+        "The image encoder's (B, 3, size, size) input from a collated batch on its device."
+        return fit_images(batch['image'], batch['orig_size'], batch['sam']['input_size'], self.mean, self.std, (self.size,)*2)[0]
 
-# %% ../nbs/10_data.ipynb #af4def9b
+# %% ../nbs/10_data.ipynb #9db663cc
 def sam_masks_to_original(masks, # (..., r, r) mask logits or probabilities in the padded square frame
                           input_size, # (h, w) of the resized image inside the frame (`SamPreprocess` gives it)
                           orig_size, # (h, w) of the original image
@@ -197,44 +237,36 @@ def sam_masks_to_original(masks, # (..., r, r) mask logits or probabilities in t
 def sam_boxes_to_original(boxes, input_size, orig_size)->torch.Tensor:
     "Map `xyxy` boxes from SAM's frame back to the original image."
     (nh, nw), (h, w) = input_size, orig_size
-    return boxes * torch.tensor([w / nw, h / nh, w / nw, h / nh], dtype=boxes.dtype)
+    return boxes * torch.tensor([w / nw, h / nh, w / nw, h / nh], dtype=boxes.dtype, device=boxes.device)
 
-# %% ../nbs/10_data.ipynb #cd73bd91
+# %% ../nbs/10_data.ipynb #0f3d6ea8
 def mask_iou(a, b)->torch.Tensor:
     "IoU of two stacks of binary masks, pairwise along the first dimension."
     a, b = a.bool().flatten(1), b.bool().flatten(1)
     return (a & b).sum(1) / (a | b).sum(1).clamp(min=1)
 
-# %% ../nbs/10_data.ipynb #8879e3d9
-def _collate_dino(xs):
-    "Pad to the largest image of the batch; `pixel_mask` is 1 on image pixels, 0 on padding."
-    H, W = max(x['pixel_values'].shape[1] for x in xs), max(x['pixel_values'].shape[2] for x in xs)
-    pv, pm = torch.zeros(len(xs), 3, H, W), torch.zeros(len(xs), H, W, dtype=torch.long)
-    for i, x in enumerate(xs):
-        h, w = x['pixel_values'].shape[1:]
-        pv[i, :, :h, :w], pm[i, :h, :w] = x['pixel_values'], 1
-    return dict(pixel_values=pv, pixel_mask=pm, labels=[x['labels'] for x in xs])
-
-def _collate_sam(xs):
-    "Stack the square frames; prompts and masks stay per image (instance counts differ)."
-    out = dict(pixel_values=torch.stack([x['pixel_values'] for x in xs]))
-    for k in ('boxes', 'labels', 'masks', 'input_size'):
-        if k in xs[0]: out[k] = [x[k] for x in xs]
+# %% ../nbs/10_data.ipynb #5c7204f6
+def _pad_images(xs):
+    "Stack (3, h, w) uint8 images into one (B, 3, H, W) batch, each at the top-left of its slot."
+    out = torch.zeros(len(xs), 3, max(x.shape[1] for x in xs), max(x.shape[2] for x in xs), dtype=torch.uint8)
+    for i, x in enumerate(xs): out[i, :, :x.shape[1], :x.shape[2]] = x
     return out
 
-# %% ../nbs/10_data.ipynb #58a9dab8
-_COLLATE = {'dino': _collate_dino, 'sam': _collate_sam}
+def _per_image(xs):
+    "A teacher's per-item entries as lists: instance counts differ between images."
+    return {k: [x[k] for x in xs] for k in xs[0]}
 
+# %% ../nbs/10_data.ipynb #45a843da
 def collate(items:list)->dict:
     "Batch `CocoDataset` items of any sizes and instance counts; drops skipped (None) items."
     items = [i for i in items if i is not None]
     out = {k: [i[k] for i in items] for k in ('image_id', 'orig_size', 'target')}
-    if items and 'image' in items[0]: out['image'] = [i['image'] for i in items]
-    for k, f in _COLLATE.items():
-        if items and k in items[0]: out[k] = f([i[k] for i in items])
+    if items: out['image'] = _pad_images([i['image'].as_subclass(torch.Tensor) for i in items])
+    for k in ('dino', 'sam'):
+        if items and k in items[0]: out[k] = _per_image([i[k] for i in items])
     return out
 
-# %% ../nbs/10_data.ipynb #c0839fc1
+# %% ../nbs/10_data.ipynb #c50b69d1
 def _seed_worker(worker_id):
     "Seed numpy in a loader worker from torch's per-worker seed, so augmentation is reproducible."
     np.random.seed(torch.initial_seed() % 2**32)
@@ -246,7 +278,7 @@ def make_dataloader(ds:Dataset, batch_size:int=2, shuffle:bool=True, num_workers
                       pin_memory=torch.cuda.is_available(), drop_last=drop_last, worker_init_fn=_seed_worker,
                       generator=torch.Generator().manual_seed(seed), persistent_workers=num_workers > 0)
 
-# %% ../nbs/10_data.ipynb #c0e7508e
+# %% ../nbs/10_data.ipynb #0033cd40
 def default_augment(flip:float=0.5, # probability of a horizontal flip
                     scale=(0.8, 1.2), # zoom range (objects grow or shrink inside the same canvas)
                     colour:float=0.2, # brightness/contrast/saturation jitter
@@ -256,7 +288,7 @@ def default_augment(flip:float=0.5, # probability of a horizontal flip
                        v2.ColorJitter(colour, colour, colour),
                        v2.SanitizeBoundingBoxes(labels_getter=lambda x: (x[1]['labels'], x[1]['iscrowd']))])
 
-# %% ../nbs/10_data.ipynb #550e3ac1
+# %% ../nbs/10_data.ipynb #1d2f38d9
 def show_sample(ds:CocoDataset, i:int, ax=None, alpha:float=0.45, width:int=2):
     "Draw item `i` of `ds`: masks, boxes and class names over the image."
     import matplotlib.pyplot as plt
