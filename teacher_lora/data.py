@@ -10,7 +10,7 @@ __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'SAM_MEAN', 'SAM_STD', 'ImageLoadErr
            'masks_to_frame', 'SamPreprocess', 'sam_masks_to_original', 'sam_boxes_to_original', 'mask_iou', 'collate',
            'make_dataloader', 'default_augment', 'show_sample']
 
-# %% ../nbs/10_data.ipynb #4ed7ecd0
+# %% ../nbs/10_data.ipynb #a5fede14
 import math, warnings
 from pathlib import Path
 import numpy as np, torch
@@ -24,11 +24,11 @@ import torchvision.transforms.v2.functional as TF
 from fastcore.basics import patch, store_attr
 from .coco import CocoError, inspect_dataset, load_coco, safe_image_path, seg_to_rle
 
-# %% ../nbs/10_data.ipynb #c9570eab
+# %% ../nbs/10_data.ipynb #6f1df880
 class ImageLoadError(RuntimeError):
     "An image file that is missing or cannot be decoded; the message names the file and the fix."
 
-# %% ../nbs/10_data.ipynb #bf730fbd
+# %% ../nbs/10_data.ipynb #7026f2d9
 def _to_rgb8(im:Image.Image)->Image.Image:
     "8-bit RGB from any Pillow mode: 16/32-bit grayscale is scaled (not clipped), palette and alpha dropped."
     if im.mode in ('I;16', 'I;16B', 'I;16L', 'I', 'F'):
@@ -37,7 +37,7 @@ def _to_rgb8(im:Image.Image)->Image.Image:
         im = Image.fromarray(np.clip(a / top * 255 + .5, 0, 255).astype(np.uint8))
     return im if im.mode == 'RGB' else im.convert('RGB')
 
-# %% ../nbs/10_data.ipynb #4eb17124
+# %% ../nbs/10_data.ipynb #7063cc26
 def read_image(path)->Image.Image:
     "Open `path` as 8-bit RGB with its EXIF orientation applied; `ImageLoadError` names the file if it can't."
     try:
@@ -49,7 +49,7 @@ def read_image(path)->Image.Image:
         raise ImageLoadError(f"{path}: cannot decode image ({type(e).__name__}: {e}). Fix: re-export the file or drop it "
                              "(teacher-lora-validate --images finds all such files)") from None
 
-# %% ../nbs/10_data.ipynb #0e940a03
+# %% ../nbs/10_data.ipynb #d55ad12b
 def _image_targets(d, cat2idx):
     "Per image id: boxes (xyxy), labels, iscrowd and segmentations, as compact arrays built once."
     by_img = {}
@@ -63,7 +63,7 @@ def _image_targets(d, cat2idx):
                         segs=[a.get('segmentation') for a in anns])
     return out
 
-# %% ../nbs/10_data.ipynb #ccc441a5
+# %% ../nbs/10_data.ipynb #170443e7
 def decode_masks(segs, # COCO segmentations (polygons, RLE or uncompressed RLE)
                  h:int, w:int, # image size
                 )->np.ndarray:
@@ -72,7 +72,7 @@ def decode_masks(segs, # COCO segmentations (polygons, RLE or uncompressed RLE)
     m = mask_utils.decode([seg_to_rle(s, h, w) for s in segs])  # (h, w, N), Fortran order
     return m.transpose(2, 0, 1)  # a strided view, no copy
 
-# %% ../nbs/10_data.ipynb #9650d3ca
+# %% ../nbs/10_data.ipynb #9ce8e8b1
 class CocoDataset(Dataset):
     "One item per image of a COCO file: RGB image and its instances as `tv_tensors`, optionally preprocessed."
     def __init__(self, ann, # COCO file or dict (validated: see `teacher_lora.coco.validate_coco`)
@@ -91,7 +91,7 @@ class CocoDataset(Dataset):
         self.names, self._paths = self.info.names, {}  # resolved, checked image paths, filled on first use
     def __len__(self): return len(self.images)
 
-# %% ../nbs/10_data.ipynb #49c8f3d2
+# %% ../nbs/10_data.ipynb #c948260c
 @patch
 def _raw_target(self:CocoDataset, rec, h, w):
     "The instances of image `rec` as tv_tensors in an (h, w) frame; crowd dropped unless `self.crowd`."
@@ -103,7 +103,7 @@ def _raw_target(self:CocoDataset, rec, h, w):
     if self.masks: tgt['masks'] = tv_tensors.Mask(torch.from_numpy(decode_masks([s for s, k in zip(t['segs'], keep) if k], h, w)))
     return tgt
 
-# %% ../nbs/10_data.ipynb #0c514a29
+# %% ../nbs/10_data.ipynb #37100a4d
 @patch
 def _load(self:CocoDataset, i):
     "Image i as a uint8 `tv_tensors.Image`, or None (with a warning) if unreadable and `skip_bad_images`."
@@ -116,7 +116,7 @@ def _load(self:CocoDataset, i):
         if not self.skip: raise ImageLoadError(msg) from None
         warnings.warn(f"skipping {msg}"); return None
 
-# %% ../nbs/10_data.ipynb #ca3ad6f1
+# %% ../nbs/10_data.ipynb #37c116cf
 @patch
 def __getitem__(self:CocoDataset, i):
     "Item i: {'image', 'image_id', 'orig_size', 'target'} and one entry per preprocessor."
@@ -130,7 +130,7 @@ def __getitem__(self:CocoDataset, i):
     if self.preprocess: tgt.pop('masks', None)
     return item | dict(image=img)
 
-# %% ../nbs/10_data.ipynb #1ec706ef
+# %% ../nbs/10_data.ipynb #102c9098
 def fit_images(images, # (B, 3, H, W) uint8 batch, each image at the top-left of its slot
                sizes, # (h, w) of each image in `images`
                out_sizes, # (h, w) to resize each image to
@@ -147,7 +147,7 @@ def fit_images(images, # (B, 3, H, W) uint8 batch, each image at the top-left of
         out[i, :, :oh, :ow], valid[i, :oh, :ow] = (x.float() - m) / s, 1
     return out, valid
 
-# %% ../nbs/10_data.ipynb #d23a75c1
+# %% ../nbs/10_data.ipynb #3c26e648
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 def dino_input_size(h:int, w:int, shortest:int=800, longest:int=1333)->tuple:
@@ -157,7 +157,7 @@ def dino_input_size(h:int, w:int, shortest:int=800, longest:int=1333)->tuple:
     if nl > longest: ns, nl = int(longest * ns / nl), longest
     return (ns, nl) if h <= w else (nl, ns)
 
-# %% ../nbs/10_data.ipynb #0c713a44
+# %% ../nbs/10_data.ipynb #2fc08ae4
 class DinoPreprocess:
     "Grounding DINO: relative `cxcywh` box targets per item; resized, normalised pixels on the device."
     name = 'dino'
@@ -173,7 +173,7 @@ class DinoPreprocess:
                             [v * 255 for v in self.mean], [v * 255 for v in self.std])
         return dict(pixel_values=pv, pixel_mask=pm)
 
-# %% ../nbs/10_data.ipynb #1c59affa
+# %% ../nbs/10_data.ipynb #9506333c
 def dino_boxes_to_original(boxes, # (N, 4) relative `cxcywh`, as Grounding DINO predicts them
                            orig_size, # (h, w) of the original image
                           )->torch.Tensor:
@@ -181,7 +181,7 @@ def dino_boxes_to_original(boxes, # (N, 4) relative `cxcywh`, as Grounding DINO 
     h, w = orig_size
     return box_convert(boxes, 'cxcywh', 'xyxy') * torch.tensor([w, h, w, h], dtype=boxes.dtype, device=boxes.device)
 
-# %% ../nbs/10_data.ipynb #0d2f1309
+# %% ../nbs/10_data.ipynb #b9d215a1
 SAM_MEAN, SAM_STD = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
 
 def sam_input_size(h:int, w:int, size:int=1024)->tuple:
@@ -189,7 +189,7 @@ def sam_input_size(h:int, w:int, size:int=1024)->tuple:
     s = size / max(h, w)
     return int(h * s + .5), int(w * s + .5)
 
-# %% ../nbs/10_data.ipynb #bb82be31
+# %% ../nbs/10_data.ipynb #8ded4f45
 def masks_to_frame(masks, # (N, h, w) binary masks in the original image
                    input_size, # (h, w) of the image inside SAM's square frame
                    size:int=1024, # the frame's side
@@ -202,7 +202,7 @@ def masks_to_frame(masks, # (N, h, w) binary masks in the original image
     m = torch.nn.functional.interpolate(m, (nh, nw), mode='nearest-exact') if len(m) else m.new_zeros(0, 1, nh, nw)
     return TF.pad(m[:, 0], [0, 0, mask_size - nw, mask_size - nh])
 
-# %% ../nbs/10_data.ipynb #d38a0690
+# %% ../nbs/10_data.ipynb #81506b05
 class SamPreprocess:
     "SAM: box prompts and masks in SAM's square frame per item; resized, normalised, padded pixels on the device."
     name = 'sam'
@@ -219,7 +219,7 @@ class SamPreprocess:
         "The image encoder's (B, 3, size, size) input from a collated batch on its device."
         return fit_images(batch['image'], batch['orig_size'], batch['sam']['input_size'], self.mean, self.std, (self.size,)*2)[0]
 
-# %% ../nbs/10_data.ipynb #9db663cc
+# %% ../nbs/10_data.ipynb #794347e3
 def sam_masks_to_original(masks, # (..., r, r) mask logits or probabilities in the padded square frame
                           input_size, # (h, w) of the resized image inside the frame (`SamPreprocess` gives it)
                           orig_size, # (h, w) of the original image
@@ -239,13 +239,13 @@ def sam_boxes_to_original(boxes, input_size, orig_size)->torch.Tensor:
     (nh, nw), (h, w) = input_size, orig_size
     return boxes * torch.tensor([w / nw, h / nh, w / nw, h / nh], dtype=boxes.dtype, device=boxes.device)
 
-# %% ../nbs/10_data.ipynb #0f3d6ea8
+# %% ../nbs/10_data.ipynb #e679a258
 def mask_iou(a, b)->torch.Tensor:
     "IoU of two stacks of binary masks, pairwise along the first dimension."
     a, b = a.bool().flatten(1), b.bool().flatten(1)
     return (a & b).sum(1) / (a | b).sum(1).clamp(min=1)
 
-# %% ../nbs/10_data.ipynb #5c7204f6
+# %% ../nbs/10_data.ipynb #77bb403e
 def _pad_images(xs):
     "Stack (3, h, w) uint8 images into one (B, 3, H, W) batch, each at the top-left of its slot."
     out = torch.zeros(len(xs), 3, max(x.shape[1] for x in xs), max(x.shape[2] for x in xs), dtype=torch.uint8)
@@ -256,7 +256,7 @@ def _per_image(xs):
     "A teacher's per-item entries as lists: instance counts differ between images."
     return {k: [x[k] for x in xs] for k in xs[0]}
 
-# %% ../nbs/10_data.ipynb #45a843da
+# %% ../nbs/10_data.ipynb #92590e32
 def collate(items:list)->dict:
     "Batch `CocoDataset` items of any sizes and instance counts; drops skipped (None) items."
     items = [i for i in items if i is not None]
@@ -266,7 +266,7 @@ def collate(items:list)->dict:
         if items and k in items[0]: out[k] = _per_image([i[k] for i in items])
     return out
 
-# %% ../nbs/10_data.ipynb #c50b69d1
+# %% ../nbs/10_data.ipynb #873d5da7
 def _seed_worker(worker_id):
     "Seed numpy in a loader worker from torch's per-worker seed, so augmentation is reproducible."
     np.random.seed(torch.initial_seed() % 2**32)
@@ -278,7 +278,7 @@ def make_dataloader(ds:Dataset, batch_size:int=2, shuffle:bool=True, num_workers
                       pin_memory=torch.cuda.is_available(), drop_last=drop_last, worker_init_fn=_seed_worker,
                       generator=torch.Generator().manual_seed(seed), persistent_workers=num_workers > 0)
 
-# %% ../nbs/10_data.ipynb #0033cd40
+# %% ../nbs/10_data.ipynb #001ed286
 def default_augment(flip:float=0.5, # probability of a horizontal flip
                     scale=(0.8, 1.2), # zoom range (objects grow or shrink inside the same canvas)
                     colour:float=0.2, # brightness/contrast/saturation jitter
@@ -288,7 +288,7 @@ def default_augment(flip:float=0.5, # probability of a horizontal flip
                        v2.ColorJitter(colour, colour, colour),
                        v2.SanitizeBoundingBoxes(labels_getter=lambda x: (x[1]['labels'], x[1]['iscrowd']))])
 
-# %% ../nbs/10_data.ipynb #1d2f38d9
+# %% ../nbs/10_data.ipynb #23221f87
 def show_sample(ds:CocoDataset, i:int, ax=None, alpha:float=0.45, width:int=2):
     "Draw item `i` of `ds`: masks, boxes and class names over the image."
     import matplotlib.pyplot as plt

@@ -7,14 +7,14 @@ Docs: https://teacher-lora.github.io/teacher_lora/test_utils.html.md"""
 # %% auto #0
 __all__ = ['SHAPE_COLOURS', 'tiny_coco', 'write_coco', 'broken_coco_corpus', 'shapes_dataset']
 
-# %% ../nbs/90_test_utils.ipynb #f74d1a87
+# %% ../nbs/90_test_utils.ipynb #a5d18ae3
 import copy, json
 from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 from pycocotools import mask as mask_utils
 
-# %% ../nbs/90_test_utils.ipynb #726e82ff
+# %% ../nbs/90_test_utils.ipynb #822876b2
 def _circle_rle(cx, cy, r, h, w):
     "A circle as a compressed COCO RLE (counts as str, like a JSON file holds it)."
     yy, xx = np.mgrid[:h, :w]
@@ -22,7 +22,7 @@ def _circle_rle(cx, cy, r, h, w):
     rle = mask_utils.encode(np.asfortranarray(m))
     return {'size': [h, w], 'counts': rle['counts'].decode()}
 
-# %% ../nbs/90_test_utils.ipynb #c7ca033a
+# %% ../nbs/90_test_utils.ipynb #d8a16f56
 def tiny_coco()->dict:
     "A small valid COCO dict: 4 images, 3 classes, polygons, one RLE, one crowd region, one empty image."
     cats = [{'id': 1, 'name': 'circle', 'supercategory': 'shape'}, {'id': 2, 'name': 'square', 'supercategory': 'shape'},
@@ -46,8 +46,10 @@ def tiny_coco()->dict:
     return {'info': {'description': 'teacher_lora tiny_coco'}, 'licenses': [], 'images': imgs,
             'annotations': sorted(anns, key=lambda a: a['id']), 'categories': cats}
 
-# %% ../nbs/90_test_utils.ipynb #0356137f
-_COLOURS = {1: (220, 60, 60), 2: (60, 160, 60), 3: (60, 90, 220)}
+# %% ../nbs/90_test_utils.ipynb #bbcf29b4
+SHAPE_COLOURS = {'circle': (220, 60, 60), 'square': (60, 160, 60), 'triangle': (60, 90, 220),
+                 'star': (235, 185, 30), 'hexagon': (150, 70, 200), 'ellipse': (30, 190, 200)}
+_COLOURS = {i: SHAPE_COLOURS[n] for i, n in enumerate(('circle', 'square', 'triangle'), 1)}  # tiny_coco's category ids
 
 def _draw(img_rec, anns):
     "Render an image whose pixels match its annotations: each object filled in its class colour."
@@ -62,7 +64,7 @@ def _draw(img_rec, anns):
         px[mask_utils.decode(rle).astype(bool)] = _COLOURS.get(a['category_id'], (0, 0, 0))
     return Image.fromarray(px)
 
-# %% ../nbs/90_test_utils.ipynb #809fd0b2
+# %% ../nbs/90_test_utils.ipynb #a26dc11a
 def write_coco(d:dict, # a COCO dict, e.g. from `tiny_coco`
                path, # folder to write into
                images:bool=True, # also render the images it names into `path/images`
@@ -76,7 +78,7 @@ def write_coco(d:dict, # a COCO dict, e.g. from `tiny_coco`
     (path/name).write_text(json.dumps(d))
     return path/name
 
-# %% ../nbs/90_test_utils.ipynb #95f09404
+# %% ../nbs/90_test_utils.ipynb #c4a77acf
 def _ann(d, aid): return next(a for a in d['annotations'] if a['id'] == aid)
 def _img(d, iid): return next(i for i in d['images'] if i['id'] == iid)
 def _cat(d, cid): return next(c for c in d['categories'] if c['id'] == cid)
@@ -92,13 +94,13 @@ def _sixteen_bit(d, root):
     "Replace img2 with a 16-bit grayscale PNG of the same size."
     Image.fromarray((np.array(Image.open(root/'img2.png').convert('L')).astype(np.uint16) * 257)).save(root/'img2.png')
 
-# %% ../nbs/90_test_utils.ipynb #b00bd084
+# %% ../nbs/90_test_utils.ipynb #a6a8686e
 _TEXT_CASES = [  # name, expected code, file content
     ('not-json-garbage', 'not-json', 'this is not json'), ('not-json-truncated', 'not-json', '{"images": [{"id": 1'),
     ('not-json-binary', 'not-json', '\x89PNG\r\n\x1a\n\x00\x00'), ('not-coco-list', 'not-coco', '[{"id": 1}]'),
     ('not-coco-number', 'not-coco', '42'), ('not-found', 'not-found', None)]
 
-# %% ../nbs/90_test_utils.ipynb #5b516158
+# %% ../nbs/90_test_utils.ipynb #1fbd8710
 _DICT_CASES = [  # name, expected code, mutation of tiny_coco's dict (and its image folder)
  ('no-annotations-key', 'missing-key', lambda d, r: d.pop('annotations')),
  ('no-categories-key', 'missing-key', lambda d, r: d.pop('categories')),
@@ -158,7 +160,7 @@ _DICT_CASES = [  # name, expected code, mutation of tiny_coco's dict (and its im
  ('image-16-bit', 'image-mode', _sixteen_bit),
 ]
 
-# %% ../nbs/90_test_utils.ipynb #4bd0a1f7
+# %% ../nbs/90_test_utils.ipynb #42d6d3f1
 def broken_coco_corpus(path, # folder to write the cases into
                       )->list:
     "Write one folder per broken case (`annotations.json` + `images/`); return [(name, expected code, json path, image folder)]."
@@ -174,11 +176,7 @@ def broken_coco_corpus(path, # folder to write the cases into
         out.append((name, code, path/name/'annotations.json', path/name/'images'))
     return out
 
-# %% ../nbs/90_test_utils.ipynb #b8cc48cb
-SHAPE_COLOURS = {'circle': (220, 60, 60), 'square': (60, 160, 60), 'triangle': (60, 90, 220),
-                 'star': (235, 185, 30), 'hexagon': (150, 70, 200), 'ellipse': (30, 190, 200)}
-
-# %% ../nbs/90_test_utils.ipynb #13f6df9e
+# %% ../nbs/90_test_utils.ipynb #cbecaf30
 def _ring(n, cx, cy, r, rot, aspect=1.):
     "`n` points around (`cx`, `cy`) at radius `r` (a number or one per point), squashed by `aspect`, rotated by `rot`."
     t = np.arange(n) * 2*np.pi/n - np.pi/2
@@ -186,7 +184,7 @@ def _ring(n, cx, cy, r, rot, aspect=1.):
     c, s = np.cos(rot), np.sin(rot)
     return np.stack([cx + c*x - s*y, cy + s*x + c*y], 1).round(2).ravel().tolist()
 
-# %% ../nbs/90_test_utils.ipynb #cc71a4c6
+# %% ../nbs/90_test_utils.ipynb #dc222d0d
 _SHAPES = {  # class -> rng -> (vertices, radius per vertex as a fraction of the circumradius, aspect)
     'circle':   lambda rng: (32, 1., 1.),               'square':  lambda rng: (4, 1., 1.),
     'triangle': lambda rng: (3, rng.uniform(.85, 1, 3), 1.), 'star': lambda rng: (10, np.tile([1., .5], 5), 1.),
@@ -197,7 +195,7 @@ def _shape_poly(kind, cx, cy, r, rng):
     n, k, aspect = _SHAPES[kind](rng)
     return _ring(n, cx, cy, r*k, rng.uniform(0, 2*np.pi), aspect)
 
-# %% ../nbs/90_test_utils.ipynb #9983d63a
+# %% ../nbs/90_test_utils.ipynb #8e247b11
 def _poly_mask(poly, h, w):
     "The boolean mask pycocotools decodes from polygon `poly`: exactly what every COCO reader sees."
     return mask_utils.decode(mask_utils.frPyObjects([poly], h, w))[..., 0].astype(bool)
@@ -207,14 +205,14 @@ def _rle(m):
     r = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
     return {'size': [int(v) for v in r['size']], 'counts': r['counts'].decode()}
 
-# %% ../nbs/90_test_utils.ipynb #8de0e032
+# %% ../nbs/90_test_utils.ipynb #6a8fe559
 def _smooth_noise(rng, h, w, cells):
     "Colour noise in [0, 1] with about `cells` blobs along the short side: a random coarse grid, upsampled bicubically."
     gh, gw = (cells, max(2, round(cells*w/h))) if h <= w else (max(2, round(cells*h/w)), cells)
     g = rng.integers(0, 256, (gh, gw, 3), dtype=np.uint8)
     return np.asarray(Image.fromarray(g).resize((w, h), Image.BICUBIC), dtype=np.float32) / 255
 
-# %% ../nbs/90_test_utils.ipynb #00ca9a67
+# %% ../nbs/90_test_utils.ipynb #3b02cfa1
 def _pattern(rng, h, w):
     "Weights in [0, 1] of one large-scale pattern: smooth blobs, a linear gradient, or soft or hard-edged stripes."
     kind, a = rng.integers(3), rng.uniform(0, np.pi)
@@ -225,7 +223,7 @@ def _pattern(rng, h, w):
     v = np.sin(u * 2*np.pi/rng.uniform(10, 40)) * rng.choice([1., 6.])
     return (np.clip(v, -1, 1)[..., None] + 1) / 2
 
-# %% ../nbs/90_test_utils.ipynb #2d165402
+# %% ../nbs/90_test_utils.ipynb #bc0f4590
 def _background(rng, h, w, kind):
     "A float HxWx3 background: `'plain'` is one flat light colour; `'texture'` a pattern between two colours, mottled."
     if kind == 'plain': return np.broadcast_to(rng.uniform(215, 245, 3).astype(np.float32), (h, w, 3)).copy()
@@ -233,7 +231,7 @@ def _background(rng, h, w, kind):
     px = c1 + (c2 - c1) * _pattern(rng, h, w)
     return px + (_smooth_noise(rng, h, w, int(rng.integers(12, 30))) - .5) * rng.uniform(40, 90)
 
-# %% ../nbs/90_test_utils.ipynb #c557654f
+# %% ../nbs/90_test_utils.ipynb #05b23230
 def _place(rng, w, h, r, prev):
     "A centre that keeps a radius-`r` shape inside the image; 40% of the time touching or overlapping one in `prev`."
     if prev and rng.random() < .4:
@@ -243,7 +241,7 @@ def _place(rng, w, h, r, prev):
     else: cx, cy = rng.uniform(0, w), rng.uniform(0, h)
     return float(np.clip(cx, r+1, w-r-1)), float(np.clip(cy, r+1, h-r-1))
 
-# %% ../nbs/90_test_utils.ipynb #c2308dda
+# %% ../nbs/90_test_utils.ipynb #befdbcbc
 def _cluster(rng, w, h, kind, c, side):
     "A crowd: 5 to 12 small `kind` shapes of class index `c` packed around one point, each flagged as crowd."
     r0 = side * rng.uniform(.08, .15)
@@ -254,7 +252,7 @@ def _cluster(rng, w, h, kind, c, side):
         out.append((c, _shape_poly(kind, float(x), float(y), r, rng), True))
     return out
 
-# %% ../nbs/90_test_utils.ipynb #6ce20369
+# %% ../nbs/90_test_utils.ipynb #e6d172aa
 def _layout(rng, w, h, classes, scale):
     "One image's shapes, back to front, as (class index, polygon, crowd?): none, or maybe a crowd then 1 to 6 objects."
     if rng.random() < 1/15: return []
@@ -267,7 +265,7 @@ def _layout(rng, w, h, classes, scale):
         out.append((c, _shape_poly(classes[c], cx, cy, r, rng), False))
     return out
 
-# %% ../nbs/90_test_utils.ipynb #d6125d9d
+# %% ../nbs/90_test_utils.ipynb #de372387
 def _paint(rng, px, shapes, classes):
     "Fill each of `shapes` into `px`, back to front, in its class colour (jittered); return their full masks."
     h, w = px.shape[:2]; masks = []
@@ -282,7 +280,7 @@ def _visible(masks):
     for i in reversed(range(len(masks))): out[i] = masks[i] & ~covered; covered |= masks[i]
     return out
 
-# %% ../nbs/90_test_utils.ipynb #1f1d2949
+# %% ../nbs/90_test_utils.ipynb #c9eaf4e8
 def _segments(shapes, masks, min_area=20):
     "(class index, segmentation, iscrowd) per object: its polygon if whole, else its visible part as RLE; a crowd as one RLE."
     out, crowd = [], None
@@ -293,7 +291,7 @@ def _segments(shapes, masks, min_area=20):
     if crowd is not None and crowd[1].sum() >= min_area: out.insert(0, (crowd[0], _rle(crowd[1]), 1))
     return out
 
-# %% ../nbs/90_test_utils.ipynb #46a7f69c
+# %% ../nbs/90_test_utils.ipynb #e8d3dd37
 def _coco_ann(aid, iid, cat_id, seg, crowd, h, w):
     "A COCO annotation whose bbox and area pycocotools computes from the stored segmentation."
     rle = mask_utils.frPyObjects([seg], h, w)[0] if isinstance(seg, list) else seg
@@ -301,7 +299,7 @@ def _coco_ann(aid, iid, cat_id, seg, crowd, h, w):
     return {'id': aid, 'image_id': iid, 'category_id': cat_id, 'segmentation': [seg] if isinstance(seg, list) else seg,
             'area': float(mask_utils.area(rle)), 'bbox': [x, y, bw, bh], 'iscrowd': crowd}
 
-# %% ../nbs/90_test_utils.ipynb #7562c9d3
+# %% ../nbs/90_test_utils.ipynb #497aa662
 def _shapes_image(rng, w, h, classes, background, scale):
     "One image as uint8 HxWx3 pixels, and its objects as (class index, segmentation, iscrowd)."
     px = _background(rng, h, w, background)
@@ -310,7 +308,7 @@ def _shapes_image(rng, w, h, classes, background, scale):
     if background == 'texture': px += rng.standard_normal(px.shape, dtype=np.float32) * 4  # sensor grain
     return np.clip(px, 0, 255).astype(np.uint8), _segments(shapes, masks)
 
-# %% ../nbs/90_test_utils.ipynb #68303104
+# %% ../nbs/90_test_utils.ipynb #237046a2
 def _check_shapes_args(classes, background, scale):
     "`classes` as a list, or a `ValueError` that names what is wrong with the arguments."
     classes = [classes] if isinstance(classes, str) else list(classes)
@@ -320,7 +318,7 @@ def _check_shapes_args(classes, background, scale):
     if not 0 < scale[0] <= scale[1] <= .9: raise ValueError(f"scale must be (min, max) with 0 < min <= max <= 0.9, got {scale}")
     return classes
 
-# %% ../nbs/90_test_utils.ipynb #511b6daf
+# %% ../nbs/90_test_utils.ipynb #331ba3c2
 def _save_image(px, folder, i):
     "Save image `i`: every third as a JPEG (quality 95), the others as PNG. Returns the file name."
     fn = f'{i:05d}.' + ('jpg' if i % 3 == 0 else 'png')
@@ -328,7 +326,7 @@ def _save_image(px, folder, i):
     Image.fromarray(px).save(folder/fn, **opts)
     return fn
 
-# %% ../nbs/90_test_utils.ipynb #0d90709f
+# %% ../nbs/90_test_utils.ipynb #37346970
 def shapes_dataset(path, # folder to write into: `annotations.json` and `images/`
                    n_images:int, # number of images
                    classes=('circle', 'square', 'triangle'), # shape classes (see `SHAPE_COLOURS`); category ids are 1..K in this order
