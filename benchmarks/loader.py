@@ -6,11 +6,15 @@ side in one run:
 * baseline: a plain loop of ``PIL.Image.open(...).convert('RGB')`` + ``pycocotools`` ``annToMask``
   for every annotation (single process) -- the unavoidable decode;
 * ours: ``make_dataloader(CocoDataset(..., masks=True, preprocess=[DinoPreprocess(), SamPreprocess()]))``
-  with 0 and 2 worker processes: decode, EXIF, masks, and both teachers' targets (Grounding DINO's
-  relative boxes; SAM's box prompts and masks in its 1024 px frame, at the decoder's 256 px),
-  collated into uint8 batches. The pixel work -- resizing to 800 / 1024 px, normalising, padding --
-  is each teacher's ``to_model``, which runs on the accelerator; a last row adds it on this CPU,
-  to show what it costs where there is no GPU.
+  with 0 and 2 worker processes: decode, EXIF, and per image the boxes/labels/iscrowd targets and
+  both teachers' targets (Grounding DINO's relative boxes and input size; SAM's box prompts and masks
+  in its 1024 px frame, at the decoder's 256 px), collated into uint8 batches. SAM's masks are made
+  where they are used: polygons are rasterised by pycocotools straight into the 256 px frame, RLEs
+  decoded at full size and resized; full-size masks are not decoded, as no step of this pipeline
+  uses them (the baseline decodes every mask at full size). Worker processes send each batch as one
+  block of shared memory. The pixel work -- resizing to 800 / 1024 px, normalising, padding -- is
+  each teacher's ``to_model``, which runs on the accelerator; a last row adds it on this CPU, to show
+  what it costs where there is no GPU.
 
 Throughput is images per second over whole epochs after one warm-up epoch (page cache and
 persistent workers warm). Target: ours >= 0.8x the baseline's throughput.
@@ -60,6 +64,7 @@ def ours(ann, images, workers, batch_size=4, to_model=False):
     def epoch():
         for b in dl:
             assert b['image'].dtype == torch.uint8 and len(b['sam']['masks']) == len(b['image_id'])
+            assert all(m.shape[1:] == (sp.mask_size,) * 2 and len(m) == len(l) for m, l in zip(b['sam']['masks'], b['sam']['labels']))
             if to_model: dp.to_model(b), sp.to_model(b)
     return timed_epochs(epoch, len(ds))
 

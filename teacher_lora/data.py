@@ -8,9 +8,9 @@ Docs: https://teacher-lora.github.io/teacher_lora/data.html.md"""
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'SAM_MEAN', 'SAM_STD', 'ImageLoadError', 'read_image', 'decode_masks', 'resize_masks',
            'Segmentations', 'mask_iou', 'CocoDataset', 'fit_images', 'dino_input_size', 'DinoPreprocess',
            'dino_boxes_to_original', 'sam_input_size', 'masks_to_frame', 'SamPreprocess', 'sam_masks_to_original',
-           'sam_boxes_to_original', 'collate', 'make_dataloader', 'default_augment', 'show_sample']
+           'sam_boxes_to_original', 'Batch', 'collate', 'make_dataloader', 'default_augment', 'show_sample']
 
-# %% ../nbs/10_data.ipynb #dd767e74
+# %% ../nbs/10_data.ipynb #21b95ee8
 import functools, math, warnings
 from pathlib import Path
 import numpy as np, torch
@@ -24,11 +24,11 @@ import torchvision.transforms.v2.functional as TF
 from fastcore.basics import patch, store_attr
 from .coco import CocoError, inspect_dataset, load_coco, safe_image_path, seg_to_rle
 
-# %% ../nbs/10_data.ipynb #6251149c
+# %% ../nbs/10_data.ipynb #aa294e3a
 class ImageLoadError(RuntimeError):
     "An image file that is missing or cannot be decoded; the message names the file and the fix."
 
-# %% ../nbs/10_data.ipynb #6e59988b
+# %% ../nbs/10_data.ipynb #8c85a8c7
 def _to_rgb8(im:Image.Image)->Image.Image:
     "8-bit RGB from any Pillow mode: 16/32-bit grayscale is scaled (not clipped), palette and alpha dropped."
     if im.mode in ('I;16', 'I;16B', 'I;16L', 'I', 'F'):
@@ -37,7 +37,7 @@ def _to_rgb8(im:Image.Image)->Image.Image:
         im = Image.fromarray(np.clip(a / top * 255 + .5, 0, 255).astype(np.uint8))
     return im if im.mode == 'RGB' else im.convert('RGB')
 
-# %% ../nbs/10_data.ipynb #63b2bae6
+# %% ../nbs/10_data.ipynb #c03b36da
 def read_image(path)->Image.Image:
     "Open `path` as 8-bit RGB with its EXIF orientation applied; `ImageLoadError` names the file if it can't."
     try:
@@ -49,7 +49,7 @@ def read_image(path)->Image.Image:
         raise ImageLoadError(f"{path}: cannot decode image ({type(e).__name__}: {e}). Fix: re-export the file or drop it "
                              "(teacher-lora-validate --images finds all such files)") from None
 
-# %% ../nbs/10_data.ipynb #9eefa99e
+# %% ../nbs/10_data.ipynb #a5a4f66e
 def _image_targets(d, cat2idx):
     "Per image id: boxes (xyxy), labels, iscrowd and segmentations, as compact arrays built once."
     by_img = {}
@@ -63,7 +63,7 @@ def _image_targets(d, cat2idx):
                         segs=[a.get('segmentation') for a in anns])
     return out
 
-# %% ../nbs/10_data.ipynb #f0d037f9
+# %% ../nbs/10_data.ipynb #3c709254
 def decode_masks(segs, # COCO segmentations (polygons, RLE or uncompressed RLE)
                  h:int, w:int, # image size
                 )->np.ndarray:
@@ -72,54 +72,55 @@ def decode_masks(segs, # COCO segmentations (polygons, RLE or uncompressed RLE)
     m = mask_utils.decode([seg_to_rle(s, h, w) for s in segs])  # (h, w, N), Fortran order
     return m.transpose(2, 0, 1)  # a strided view, no copy
 
-# %% ../nbs/10_data.ipynb #b1019640
+# %% ../nbs/10_data.ipynb #c1ae2bb4
 @functools.lru_cache(maxsize=4096)
-def _nearest(n_in:int, n_out:int)->torch.Tensor:
+def _nearest(n_in:int, n_out:int)->np.ndarray:
     "Source index of each of `n_out` pixels resized nearest-exact from `n_in` (rounded as `F.interpolate` rounds)."
     s = float(np.float32(n_in) / np.float32(n_out))
-    return torch.from_numpy(np.minimum(np.floor((np.arange(n_out) + .5) * s), n_in - 1).astype(np.int64))
+    return np.minimum(np.floor((np.arange(n_out) + .5) * s), n_in - 1).astype(np.intp)
 
-def resize_masks(masks, # (N, H, W) masks (any dtype, any strides)
+def resize_masks(masks, # (N, H, W) masks on the CPU: an array or tensor, any dtype, any strides
                  h:int, w:int, # output size
                 )->torch.Tensor:
-    "(N, h, w) masks: a nearest-exact resize, picking source rows and columns."
-    m = masks.as_subclass(torch.Tensor)
-    return m.index_select(1, _nearest(m.shape[1], h)).index_select(2, _nearest(m.shape[2], w))
+    "(N, h, w) masks: a nearest-exact resize, picking source columns, then rows."
+    m = np.asarray(masks)
+    return torch.from_numpy(m[:, :, _nearest(m.shape[2], w)][:, _nearest(m.shape[1], h)])
 
-# %% ../nbs/10_data.ipynb #59f760de
+# %% ../nbs/10_data.ipynb #7a666ee0
 class Segmentations:
     "An image's COCO segmentations, decoded on demand: at the image's size, or straight into a smaller frame."
     def __init__(self, segs, # COCO segmentations (polygons, RLE or uncompressed RLE), one per instance
                  h:int, w:int, # the image's size
-                ): store_attr()
+                ): self.segs, self.h, self.w = segs, h, w  # plainly: one is made per item
     def __len__(self): return len(self.segs)
     def decode(self)->tv_tensors.Mask:
         "(N, h, w) uint8 masks at the image's size, as pycocotools' `annToMask` gives them."
         return tv_tensors.Mask(torch.from_numpy(decode_masks(self.segs, self.h, self.w)))
 
-# %% ../nbs/10_data.ipynb #bd7efece
-def _scale_polygons(seg, sx:float, sy:float)->list:
-    "A polygon segmentation with its x coordinates scaled by `sx` and its y coordinates by `sy`."
-    return [[v * (sy if k % 2 else sx) for k, v in enumerate(p)] for p in seg]
+# %% ../nbs/10_data.ipynb #6a296ead
+def _transposed_polygons(seg, sx:float, sy:float)->list:
+    "A polygon segmentation scaled by (`sx`, `sy`) and mirrored in the diagonal: each (x, y) becomes (y * sy, x * sx)."
+    return [[v for x, y in zip(p[::2], p[1::2]) for v in (y * sy, x * sx)] for p in seg]
 
 @patch
 def resized(self:Segmentations, h:int, w:int)->torch.Tensor:
     "(N, h, w) uint8 masks: polygons rasterised at (h, w) directly; RLEs decoded, then resized nearest-exact."
     poly = [i for i, s in enumerate(self.segs) if isinstance(s, list)]
-    m = torch.from_numpy(decode_masks([_scale_polygons(self.segs[i], w / self.w, h / self.h) for i in poly], h, w))
-    if len(poly) == len(self): return m
+    tp = [_transposed_polygons(self.segs[i], w / self.w, h / self.h) for i in poly]
+    m = decode_masks(tp, w, h).transpose(0, 2, 1)  # a column-major raster of the transpose: row-major, no copy
+    if len(poly) == len(self): return torch.from_numpy(m)
     rle = [i for i, s in enumerate(self.segs) if not isinstance(s, list)]
-    out = m.new_empty(len(self), h, w)
-    out[poly], out[rle] = m, resize_masks(Segmentations([self.segs[i] for i in rle], self.h, self.w).decode(), h, w)
-    return out
+    out = np.empty((len(self), h, w), np.uint8)  # numpy: its fancy indexing is cheap on small arrays
+    out[poly], out[rle] = m, resize_masks(decode_masks([self.segs[i] for i in rle], self.h, self.w), h, w)
+    return torch.from_numpy(out)
 
-# %% ../nbs/10_data.ipynb #5422c202
+# %% ../nbs/10_data.ipynb #d32acdff
 def mask_iou(a, b)->torch.Tensor:
     "IoU of two stacks of binary masks, pairwise along the first dimension."
     a, b = a.bool().flatten(1), b.bool().flatten(1)
     return (a & b).sum(1) / (a | b).sum(1).clamp(min=1)
 
-# %% ../nbs/10_data.ipynb #499dae83
+# %% ../nbs/10_data.ipynb #4884fe28
 class CocoDataset(Dataset):
     "One item per image of a COCO file: RGB image and its instances as `tv_tensors`, optionally preprocessed."
     def __init__(self, ann, # COCO file or dict (validated: see `teacher_lora.coco.validate_coco`)
@@ -138,7 +139,7 @@ class CocoDataset(Dataset):
         self.names, self._paths = self.info.names, {}  # resolved, checked image paths, filled on first use
     def __len__(self): return len(self.images)
 
-# %% ../nbs/10_data.ipynb #ad24a325
+# %% ../nbs/10_data.ipynb #d52020e7
 @patch
 def _raw_target(self:CocoDataset, rec, h, w):
     "The instances of image `rec` in an (h, w) frame, masks as lazy `Segmentations`; crowd dropped unless `self.crowd`."
@@ -150,7 +151,7 @@ def _raw_target(self:CocoDataset, rec, h, w):
     if self.masks: tgt['segmentations'] = Segmentations([s for s, k in zip(t['segs'], keep) if k], h, w)
     return tgt
 
-# %% ../nbs/10_data.ipynb #7cdaa152
+# %% ../nbs/10_data.ipynb #2ae0da01
 @patch
 def _load(self:CocoDataset, i):
     "Image i as a uint8 `tv_tensors.Image`, or None (with a warning) if unreadable and `skip_bad_images`."
@@ -163,7 +164,7 @@ def _load(self:CocoDataset, i):
         if not self.skip: raise ImageLoadError(msg) from None
         warnings.warn(f"skipping {msg}"); return None
 
-# %% ../nbs/10_data.ipynb #b1efec19
+# %% ../nbs/10_data.ipynb #67767f9a
 @patch
 def __getitem__(self:CocoDataset, i):
     "Item i: {'image', 'image_id', 'orig_size', 'target'} and one entry per preprocessor."
@@ -179,7 +180,7 @@ def __getitem__(self:CocoDataset, i):
     if self.preprocess: tgt.pop('masks', None), tgt.pop('segmentations', None)
     return item | dict(image=img)
 
-# %% ../nbs/10_data.ipynb #0f415766
+# %% ../nbs/10_data.ipynb #ca5cb2d4
 def fit_images(images, # (B, 3, H, W) uint8 batch, each image at the top-left of its slot
                sizes, # (h, w) of each image in `images`
                out_sizes, # (h, w) to resize each image to
@@ -196,7 +197,7 @@ def fit_images(images, # (B, 3, H, W) uint8 batch, each image at the top-left of
         out[i, :, :oh, :ow], valid[i, :oh, :ow] = (x.float() - m) / s, 1
     return out, valid
 
-# %% ../nbs/10_data.ipynb #b7336cec
+# %% ../nbs/10_data.ipynb #3cfb91f3
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 def dino_input_size(h:int, w:int, shortest:int=800, longest:int=1333)->tuple:
@@ -206,24 +207,24 @@ def dino_input_size(h:int, w:int, shortest:int=800, longest:int=1333)->tuple:
     if nl > longest: ns, nl = int(longest * ns / nl), longest
     return (ns, nl) if h <= w else (nl, ns)
 
-# %% ../nbs/10_data.ipynb #7909c8ee
+# %% ../nbs/10_data.ipynb #679055dd
 class DinoPreprocess:
     "Grounding DINO: relative `cxcywh` box targets per item; resized, normalised pixels on the device."
     name = 'dino'
     def __init__(self, shortest:int=800, longest:int=1333, mean=IMAGENET_MEAN, std=IMAGENET_STD): store_attr()
     def __call__(self, img, tgt):
         h, w = img.shape[-2:]
-        b = tgt['boxes'].as_subclass(torch.Tensor)  # xyxy -> relative cxcywh, in three ops
-        boxes = torch.cat([b[:, :2] + b[:, 2:], b[:, 2:] - b[:, :2]], 1) / torch.tensor([2 * w, 2 * h, w, h])
+        b = tgt['boxes'].as_subclass(torch.Tensor).numpy()  # xyxy -> relative cxcywh; numpy: cheaper on a few boxes
+        boxes = np.concatenate([b[:, :2] + b[:, 2:], b[:, 2:] - b[:, :2]], 1) / np.float32([2 * w, 2 * h, w, h])
         return dict(input_size=dino_input_size(h, w, self.shortest, self.longest),
-                    labels=dict(class_labels=tgt['labels'], boxes=boxes))
+                    labels=dict(class_labels=tgt['labels'], boxes=torch.from_numpy(boxes)))
     def to_model(self, batch):
         "`pixel_values` and `pixel_mask` for the model, from a collated batch on its device."
         pv, pm = fit_images(batch['image'], batch['orig_size'], batch['dino']['input_size'],
                             [v * 255 for v in self.mean], [v * 255 for v in self.std])
         return dict(pixel_values=pv, pixel_mask=pm)
 
-# %% ../nbs/10_data.ipynb #37460a13
+# %% ../nbs/10_data.ipynb #4d4cf692
 def dino_boxes_to_original(boxes, # (N, 4) relative `cxcywh`, as Grounding DINO predicts them
                            orig_size, # (h, w) of the original image
                           )->torch.Tensor:
@@ -231,7 +232,7 @@ def dino_boxes_to_original(boxes, # (N, 4) relative `cxcywh`, as Grounding DINO 
     h, w = orig_size
     return box_convert(boxes, 'cxcywh', 'xyxy') * torch.tensor([w, h, w, h], dtype=boxes.dtype, device=boxes.device)
 
-# %% ../nbs/10_data.ipynb #24b94d13
+# %% ../nbs/10_data.ipynb #7378ac3d
 SAM_MEAN, SAM_STD = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
 
 def sam_input_size(h:int, w:int, size:int=1024)->tuple:
@@ -239,7 +240,7 @@ def sam_input_size(h:int, w:int, size:int=1024)->tuple:
     s = size / max(h, w)
     return int(h * s + .5), int(w * s + .5)
 
-# %% ../nbs/10_data.ipynb #d53d51bd
+# %% ../nbs/10_data.ipynb #d98efc95
 def masks_to_frame(masks, # (N, h, w) binary masks in the original image, or their `Segmentations`
                    input_size, # (h, w) of the image inside SAM's square frame
                    size:int=1024, # the frame's side
@@ -249,11 +250,11 @@ def masks_to_frame(masks, # (N, h, w) binary masks in the original image, or the
     r = mask_size / size
     nh, nw = round(input_size[0] * r), round(input_size[1] * r)
     m = masks.resized(nh, nw) if isinstance(masks, Segmentations) else resize_masks(masks, nh, nw)
-    out = torch.zeros(len(m), mask_size, mask_size, dtype=torch.uint8)
+    out = np.zeros((len(m), mask_size, mask_size), np.uint8)  # numpy: no thread pool for a small fill and copy
     out[:, :nh, :nw] = m  # bottom and right stay 0: padding
-    return out
+    return torch.from_numpy(out)
 
-# %% ../nbs/10_data.ipynb #d0528962
+# %% ../nbs/10_data.ipynb #892197ab
 class SamPreprocess:
     "SAM: box prompts and masks in SAM's square frame per item; resized, normalised, padded pixels on the device."
     name = 'sam'
@@ -262,8 +263,8 @@ class SamPreprocess:
     def __call__(self, img, tgt):
         (h, w), S = img.shape[-2:], self.size
         nh, nw = sam_input_size(h, w, S)
-        out = dict(input_size=(nh, nw), labels=tgt['labels'],
-                   boxes=tgt['boxes'].as_subclass(torch.Tensor) * torch.tensor([nw / w, nh / h, nw / w, nh / h]))
+        b = tgt['boxes'].as_subclass(torch.Tensor).numpy()
+        out = dict(input_size=(nh, nw), labels=tgt['labels'], boxes=torch.from_numpy(b * np.float32([nw / w, nh / h] * 2)))
         m = tgt['masks'] if 'masks' in tgt else tgt.get('segmentations')  # decoded (maybe augmented), or lazy
         if m is not None: out['masks'] = masks_to_frame(m, (nh, nw), S, self.mask_size)
         return out
@@ -271,7 +272,7 @@ class SamPreprocess:
         "The image encoder's (B, 3, size, size) input from a collated batch on its device."
         return fit_images(batch['image'], batch['orig_size'], batch['sam']['input_size'], self.mean, self.std, (self.size,)*2)[0]
 
-# %% ../nbs/10_data.ipynb #2aee3b0e
+# %% ../nbs/10_data.ipynb #5cc5e0a4
 def sam_masks_to_original(masks, # (..., r, r) mask logits or probabilities in the padded square frame
                           input_size, # (h, w) of the resized image inside the frame (`SamPreprocess` gives it)
                           orig_size, # (h, w) of the original image
@@ -291,49 +292,71 @@ def sam_boxes_to_original(boxes, input_size, orig_size)->torch.Tensor:
     (nh, nw), (h, w) = input_size, orig_size
     return boxes * torch.tensor([w / nw, h / nh, w / nw, h / nh], dtype=boxes.dtype, device=boxes.device)
 
-# %% ../nbs/10_data.ipynb #c9b2a6e6
+# %% ../nbs/10_data.ipynb #630692e8
 def _pad_images(xs):
     "Stack (3, h, w) uint8 images into one (B, 3, H, W) channels-last batch, each at the top-left of its slot."
-    shape = len(xs), 3, max(x.shape[1] for x in xs), max(x.shape[2] for x in xs)
-    out = torch.empty(shape, dtype=torch.uint8, memory_format=torch.channels_last).zero_()
-    for i, x in enumerate(xs): out[i, :, :x.shape[1], :x.shape[2]] = x  # row copies: both are channels-last
-    return out
+    out = np.zeros((len(xs), max(x.shape[1] for x in xs), max(x.shape[2] for x in xs), 3), np.uint8)
+    for i, x in enumerate(xs): out[i, :x.shape[1], :x.shape[2]] = x.permute(1, 2, 0).numpy()  # row copies
+    return torch.from_numpy(out).permute(0, 3, 1, 2)  # (B, H, W, 3) memory: channels-last
 
 def _per_image(xs):
     "A teacher's per-item entries as lists: instance counts differ between images."
     return {k: [x[k] for x in xs] for k in xs[0]}
 
-# %% ../nbs/10_data.ipynb #202cf303
-def _nest_map(f, x):
-    "Apply `f` to every tensor in a nest of dicts, lists and tuples."
-    if isinstance(x, torch.Tensor): return f(x)
-    if isinstance(x, dict): return {k: _nest_map(f, v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)): return type(x)(_nest_map(f, v) for v in x)
+# %% ../nbs/10_data.ipynb #5ea70106
+def _nest_map(f, x, kind=torch.Tensor):
+    "Apply `f` to every `kind` leaf of a nest of dicts, lists and tuples."
+    if isinstance(x, kind): return f(x)
+    if isinstance(x, dict): return {k: _nest_map(f, v, kind) for k, v in x.items()}
+    if isinstance(x, (list, tuple)): return type(x)(_nest_map(f, v, kind) for v in x)
     return x
 
-def _pack_tensors(x):
-    "`x` with its tensors copied into one buffer per dtype, each now a view of it (a tensor used twice stays one)."
-    ts, views = {}, {}
-    _nest_map(lambda t: ts.setdefault(id(t), t), x)
-    for dt in {t.dtype for t in ts.values()}:
-        g = [t for t in ts.values() if t.dtype == dt]
-        flat = torch.cat([t.as_subclass(torch.Tensor).reshape(-1) for t in g])
-        for t, v in zip(g, flat.split([t.numel() for t in g])):
-            views[id(t)] = tv_tensors.wrap(v.view(t.shape), like=t) if isinstance(t, tv_tensors.TVTensor) else v.view(t.shape)
-    return _nest_map(lambda t: views[id(t)], x)
+class _Slot(int):
+    "The number of a packed tensor, standing in its place in the nest."
 
-# %% ../nbs/10_data.ipynb #7bbe66d4
+def _view(buf, offset:int, dtype, shape, stride)->torch.Tensor:
+    "A tensor of `dtype`, `shape` and `stride` on the bytes of uint8 `buf` from `offset` (a multiple of 8)."
+    return buf[offset:].view(dtype).as_strided(shape, stride)
+
+# %% ../nbs/10_data.ipynb #cdb6c8e2
+def _pack(x):
+    "Nest `x` as (one shared-memory byte buffer, a spec per tensor, `x` with a `_Slot` for each tensor)."
+    ts = {}
+    skel = _nest_map(lambda t: _Slot(ts.setdefault(id(t), (len(ts), t))[0]), x)  # a tensor used twice: one slot
+    ts = [t for _, t in ts.values()]
+    sizes = [-(-t.nbytes // 8) * 8 for t in ts]  # 8-byte aligned: any dtype can view its bytes
+    buf, specs = torch.empty(max(8, sum(sizes)), dtype=torch.uint8).share_memory_(), []
+    for t, o in zip(ts, np.cumsum([0] + sizes[:-1]).tolist()):
+        p = t.as_subclass(torch.Tensor)
+        stride = torch.empty_like(p, device='meta').stride()  # dense layouts (a channels-last batch) kept
+        _view(buf, o, p.dtype, p.shape, stride).copy_(p)
+        like = tv_tensors.wrap(torch.empty(0), like=t) if isinstance(t, tv_tensors.TVTensor) else None
+        specs.append((o, p.dtype, p.shape, stride, like))
+    return buf, specs, skel
+
+# %% ../nbs/10_data.ipynb #93cb7c12
+def _unpack(buf, specs, skel):
+    "The batch `_pack` packed, each tensor now a view of `buf`."
+    ts = [_view(buf, o, dt, sh, st) for o, dt, sh, st, _ in specs]
+    ts = [t if like is None else tv_tensors.wrap(t, like=like) for t, (*_, like) in zip(ts, specs)]
+    return Batch(_nest_map(lambda i: ts[i], skel, _Slot))
+
+class Batch(dict):
+    "A collated batch: a dict that pickles (from a loader worker to the training process) as one block of memory."
+    def __reduce__(self): return _unpack, _pack(dict(self))
+    def __copy__(self): return Batch(self)  # shallow, as a dict's: `pin_memory` copies each batch
+
+# %% ../nbs/10_data.ipynb #bf97ebc0
 def collate(items:list)->dict:
-    "Batch `CocoDataset` items of any sizes and instance counts; drops skipped (None) items."
+    "A `Batch` of `CocoDataset` items of any sizes and instance counts; drops skipped (None) items."
     items = [i for i in items if i is not None]
     out = {k: [i[k] for i in items] for k in ('image_id', 'orig_size', 'target')}
     for k in ('dino', 'sam'):
         if items and k in items[0]: out[k] = _per_image([i[k] for i in items])
-    if torch.utils.data.get_worker_info() is not None: out = _pack_tensors(out)  # in a loader worker
     if items: out['image'] = _pad_images([i['image'].as_subclass(torch.Tensor) for i in items])
-    return out
+    return Batch(out)
 
-# %% ../nbs/10_data.ipynb #04c5bcf5
+# %% ../nbs/10_data.ipynb #20d72a08
 def _seed_worker(worker_id):
     "Seed numpy in a loader worker from torch's per-worker seed, so augmentation is reproducible."
     np.random.seed(torch.initial_seed() % 2**32)
@@ -345,7 +368,7 @@ def make_dataloader(ds:Dataset, batch_size:int=2, shuffle:bool=True, num_workers
                       pin_memory=torch.cuda.is_available(), drop_last=drop_last, worker_init_fn=_seed_worker,
                       generator=torch.Generator().manual_seed(seed), persistent_workers=num_workers > 0)
 
-# %% ../nbs/10_data.ipynb #69bd1805
+# %% ../nbs/10_data.ipynb #d86d1f39
 def default_augment(flip:float=0.5, # probability of a horizontal flip
                     scale=(0.8, 1.2), # zoom range (objects grow or shrink inside the same canvas)
                     colour:float=0.2, # brightness/contrast/saturation jitter
@@ -355,7 +378,7 @@ def default_augment(flip:float=0.5, # probability of a horizontal flip
                        v2.ColorJitter(colour, colour, colour),
                        v2.SanitizeBoundingBoxes(labels_getter=lambda x: (x[1]['labels'], x[1]['iscrowd']))])
 
-# %% ../nbs/10_data.ipynb #0e663f40
+# %% ../nbs/10_data.ipynb #3f482b6a
 def show_sample(ds:CocoDataset, i:int, ax=None, alpha:float=0.45, width:int=2):
     "Draw item `i` of `ds`: masks, boxes and class names over the image."
     import matplotlib.pyplot as plt
