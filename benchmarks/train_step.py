@@ -1,0 +1,134 @@
+"""Training cost on real-size teachers (random weights; CPU; small inputs so it fits this machine).
+
+(a) full fine-tuning vs LoRA: time of one optimiser step and peak memory (each case in a fresh process,
+    peak resident memory from getrusage), for Grounding DINO (Swin-T + BERT-base) and SAM ViT-B;
+(b) LoRA epoch time without vs with the frozen-feature cache (epochs 2+), through the library's own
+    `SamTask` / `DinoTask` training path.
+Targets: LoRA peak memory <= 40% of full fine-tuning for each teacher; cached SAM epochs >= 20x and
+cached Grounding DINO epochs >= 2x faster.
+
+    python benchmarks/train_step.py [--dino-size 320] [--sam-size 512] [--images 4]
+"""
+import argparse, json, resource, statistics, subprocess, sys, tempfile, time, warnings
+from pathlib import Path
+warnings.filterwarnings('ignore')
+
+def real_dino():
+    from transformers import GroundingDinoConfig, GroundingDinoForObjectDetection
+    import torch; torch.manual_seed(0)
+    return GroundingDinoForObjectDetection(GroundingDinoConfig())  # grounding-dino-tiny: Swin-T + BERT-base, 172M parameters
+
+def real_sam(size):
+    from teacher_lora.teachers import build_sam, SAM_CONFIGS
+    import torch; torch.manual_seed(0)
+    return build_sam(**SAM_CONFIGS['vit_b'], img_size=size)
+
+def data(n, tmp, dino_size, sam_size):
+    from teacher_lora.test_utils import shapes_dataset
+    from teacher_lora.data import CocoDataset, DinoPreprocess, SamPreprocess, collate
+    ann = shapes_dataset(Path(tmp)/'shapes', n, seed=0, background='plain', scale=(.3, .55), sizes=((320, 240), (240, 320)))
+    ds = CocoDataset(ann, Path(tmp)/'shapes'/'images', masks=True, preprocess=[DinoPreprocess(dino_size, dino_size * 4 // 3), SamPreprocess(sam_size)])
+    return ds, collate
+
+def rss_mib(): return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+def task_for(teacher, lora, args):
+    "(task, trainable parameters) for `teacher`, with LoRA adapters or fully trainable."
+    from teacher_lora.train import SamTask, DinoTask, FeatureCache, train_mode
+    from teacher_lora.teachers import apply_lora, SAM_LORA_TARGETS, DINO_LORA_TARGETS
+    from teacher_lora.data import DinoPreprocess
+    cache = FeatureCache(args.cache)
+    if teacher == 'sam':
+        m = real_sam(args.sam_size)
+        m = apply_lora(m, SAM_LORA_TARGETS) if lora else m
+        t = SamTask(m, cache)
+    else:
+        m = real_dino()
+        m = apply_lora(m, DINO_LORA_TARGETS) if lora else m
+        t = DinoTask(m, cache, ['circle', 'square', 'triangle'], [1, 2, 3], DinoPreprocess(args.dino_size, args.dino_size * 4 // 3))
+    return t, [p for p in train_mode(t.net).parameters() if p.requires_grad]
+
+def full_loss(t, teacher, batch):
+    "Full fine-tuning: the whole model in the graph (encoders included)."
+    import torch
+    from teacher_lora.losses import sam_loss
+    from teacher_lora.teachers import sam_decode, dino_inputs
+    if teacher == 'sam':
+        idx = [i for i, b in enumerate(batch['sam']['boxes']) if len(b)]  # images with objects
+        emb = t.sam.image_encoder(t.pre.to_model(batch))[idx]
+        outs = sam_decode(t.sam, emb, [batch['sam']['boxes'][i] for i in idx])
+        return sam_loss(torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs]), torch.cat([batch['sam']['masks'][i] for i in idx]))['loss']
+    inp = t.pre.to_model(batch)
+    return t.dino(**dino_inputs(inp['pixel_values'], inp['pixel_mask'], t.prompts[0]), labels=batch['dino']['labels']).loss
+
+def case_step(args):
+    "One process: steps of full fine-tuning or LoRA for one teacher; prints step time and peak memory."
+    import torch
+    with tempfile.TemporaryDirectory() as tmp:
+        ds, collate = data(args.batch, tmp, args.dino_size, args.sam_size)
+        batch = collate([ds[i] for i in range(args.batch)])
+        t, params = task_for(args.teacher, args.mode == 'lora', args)
+        before = rss_mib()
+        opt = torch.optim.AdamW(params, lr=1e-5)
+        times = []
+        for i in range(args.steps + 1):
+            t0 = time.perf_counter()
+            loss = t.loss(t.net, batch, 0, 'cpu')['loss'] if args.mode == 'lora' else full_loss(t, args.teacher, batch)
+            loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
+            if i: times.append(time.perf_counter() - t0)  # the first step warms up
+    print(json.dumps(dict(step_s=statistics.median(times), peak_mib=rss_mib(), model_mib=before, trainable=sum(p.numel() for p in params))))
+
+def case_epochs(args):
+    "One process: LoRA epochs through the training path, with the given cache mode; prints epoch times."
+    import torch
+    with tempfile.TemporaryDirectory() as tmp:
+        ds, collate = data(args.images, tmp, args.dino_size, args.sam_size)
+        t, params = task_for(args.teacher, True, args)
+        opt = torch.optim.AdamW(params, lr=1e-5)
+        batches = [list(range(i, min(i + args.batch, len(ds)))) for i in range(0, len(ds), args.batch)]
+        items = [ds[i] for i in range(len(ds))]  # decoded once: the comparison is about the model, not the image files
+        times = []
+        for e in range(3):
+            t0 = time.perf_counter()
+            for b in batches:
+                t.loss(t.net, collate([items[i] for i in b]), 0, 'cpu')['loss'].backward(); opt.step(); opt.zero_grad(set_to_none=True)
+            times.append(time.perf_counter() - t0)
+    print(json.dumps(dict(epoch1_s=times[0], epoch_s=statistics.mean(times[1:]), cache=repr(t.cache))))
+
+def sub(**kw):
+    a = [sys.executable, __file__] + [f"--{k.replace('_', '-')}={v}" for k, v in kw.items()]
+    r = subprocess.run(a, capture_output=True, text=True)
+    if r.returncode: sys.exit(f"{' '.join(a)} failed:\n{r.stderr[-3000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument('--case'); p.add_argument('--teacher'); p.add_argument('--mode'); p.add_argument('--cache', default='off')
+    p.add_argument('--dino-size', type=int, default=320); p.add_argument('--sam-size', type=int, default=512)
+    p.add_argument('--batch', type=int, default=2); p.add_argument('--steps', type=int, default=2); p.add_argument('--images', type=int, default=4)
+    a = p.parse_args()
+    if a.case == 'step': return case_step(a)
+    if a.case == 'epochs': return case_epochs(a)
+    sz = dict(dino_size=a.dino_size, sam_size=a.sam_size, batch=a.batch)
+    print(f"real-size teachers, random weights, CPU; Grounding DINO at {a.dino_size} px, SAM ViT-B at {a.sam_size} px; batch {a.batch}")
+    print(f"\n(a) one optimiser step, full fine-tuning vs LoRA (each in a fresh process)")
+    print(f"{'teacher':<8}{'mode':<6}{'trainable':>13}{'step s':>9}{'peak MiB':>10}{'model MiB':>11}")
+    step = {}
+    for t in ('dino', 'sam'):
+        for m in ('full', 'lora'):
+            r = step[t, m] = sub(case='step', teacher=t, mode=m, **sz)
+            print(f"{t:<8}{m:<6}{r['trainable']:>13,}{r['step_s']:>9.2f}{r['peak_mib']:>10.0f}{r['model_mib']:>11.0f}")
+    print(f"\n(b) LoRA epoch ({a.images} images), recomputing the frozen encoders vs the feature cache; epochs 2-3")
+    print(f"{'teacher':<8}{'cache':<8}{'epoch 1 s':>10}{'epoch 2+ s':>11}")
+    ep = {}
+    for t in ('dino', 'sam'):
+        for c in ('off', 'memory'):
+            r = ep[t, c] = sub(case='epochs', teacher=t, cache=c, images=a.images, **sz)
+            print(f"{t:<8}{c:<8}{r['epoch1_s']:>10.2f}{r['epoch_s']:>11.2f}")
+    mem = {t: step[t, 'lora']['peak_mib'] / step[t, 'full']['peak_mib'] for t in ('dino', 'sam')}
+    speed = {t: ep[t, 'off']['epoch_s'] / ep[t, 'memory']['epoch_s'] for t in ('dino', 'sam')}
+    ok = mem['dino'] <= .4 and mem['sam'] <= .4 and speed['sam'] >= 20 and speed['dino'] >= 2
+    print(f"\ntargets: LoRA peak memory <= 40% of full; cache speedup SAM >= 20x, DINO >= 2x: {'PASS' if ok else 'FAIL'}")
+    print(f"LoRA/full peak memory: DINO {mem['dino']:.0%}, SAM {mem['sam']:.0%}; cache speedup: SAM {speed['sam']:.1f}x, DINO {speed['dino']:.1f}x")
+
+if __name__ == '__main__': main()

@@ -1,0 +1,98 @@
+"Training as a user runs it: `teacher-lora-train` as a subprocess, killed and resumed, and under torchrun."
+import json, os, shutil, signal, subprocess, sys, time
+from pathlib import Path
+import pytest, torch
+from safetensors.torch import load_file
+from teacher_lora.test_utils import shapes_dataset
+
+BIN = Path(sys.executable).parent
+SETS = ['dino.model=tiny', 'sam.model=tiny', 'preprocess.dino_shortest=96', 'preprocess.dino_longest=128', 'train.epochs=2',
+        'train.lr=3e-3', 'data.workers=0', 'data.val_fraction=0.25', 'train.log_every=1', 'checkpoint.every=1', 'checkpoint.keep_last=1']
+
+@pytest.fixture(scope='module')
+def shapes(tmp_path_factory):
+    d = tmp_path_factory.mktemp('shapes')
+    return shapes_dataset(d, 16, seed=0, background='plain', scale=(.3, .55)), d/'images'
+
+def cmd(ann, images, out, *extra, sets=SETS):
+    return [str(BIN/'teacher-lora-train'), '--data', str(ann), '--images', str(images), '--output', str(out), *extra, '--set', *sets]
+
+def env(**kw): return {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONWARNINGS': 'ignore', **kw}
+
+def run(args, **kw):
+    r = subprocess.run(args, capture_output=True, text=True, env=env(**kw), timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert 'Traceback' not in r.stderr
+    return r
+
+def final_adapters(out):
+    "The fp32 adapters of each teacher's last checkpoint."
+    return {n: load_file(sorted((out/n/'checkpoints').glob('update-*'))[-1]/'adapter.safetensors') for n in ('dino', 'sam')}
+
+def kill_when(args, ready, log, **kw):
+    "Start `args`, SIGKILL it as soon as `ready(stderr so far)` is true."
+    with open(log, 'w') as f: p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=f, env=env(**kw))
+    t0 = time.time()
+    while p.poll() is None and time.time() - t0 < 300:
+        if ready(Path(log).read_text()): p.send_signal(signal.SIGKILL); p.wait(); return
+        time.sleep(0.05)
+    raise AssertionError(f"the run ended (rc {p.returncode}) before the kill point:\n{Path(log).read_text()[-2000:]}")
+
+def records(out_):
+    "The complete records of metrics.jsonl (a line being written may be cut short)."
+    out = []
+    for l in (p.read_text().splitlines() if (p := out_/'metrics.jsonl').exists() else []):
+        try: out.append(json.loads(l))
+        except ValueError: pass
+    return out
+
+def trained(out, teacher, update):
+    "A kill condition: `teacher` has logged optimiser update `update`."
+    return lambda err: any(r['teacher'] == teacher and r.get('update', 0) >= update and 'train' in r for r in records(out))
+
+def test_kill_and_resume_matches_uninterrupted(shapes, tmp_path):
+    ann, images = shapes
+    ref = tmp_path/'ref'; run(cmd(ann, images, ref))
+    out = tmp_path/'killed'
+    # 1. killed while the first checkpoint is being written: the half-written one is hidden, none is visible
+    kill_when(cmd(ann, images, out), lambda err: 'fault point checkpoint-write' in err, tmp_path/'1.log', TEACHER_LORA_FAULT='checkpoint-write')
+    assert list((out/'dino'/'checkpoints').glob('.tmp-update-*')) and not list((out/'dino'/'checkpoints').glob('update-*'))
+    # 2. resumed, then killed in the middle of Grounding DINO's second epoch
+    kill_when(cmd(ann, images, out, '--resume'), trained(out, 'dino', 5), tmp_path/'2.log')
+    # 3. resumed, then killed in the middle of SAM's first epoch
+    kill_when(cmd(ann, images, out, '--resume'), trained(out, 'sam', 2), tmp_path/'3.log')
+    # 4. resumed to the end
+    r = run(cmd(ann, images, out, '--resume'))
+    a, b = final_adapters(ref), final_adapters(out)
+    for n in ('dino', 'sam'):
+        assert a[n].keys() == b[n].keys() and len(a[n]) > 0
+        for k in a[n]: assert torch.equal(a[n][k], b[n][k]), (n, k)
+        ta, tb = (load_file(o/n/'teacher'/'adapter_model.safetensors') for o in (ref, out))
+        for k in ta: assert torch.equal(ta[k], tb[k])
+    # every checkpoint left is complete, and the log holds each update once
+    for ck in out.glob('*/checkpoints/*'):
+        assert not ck.name.startswith('.tmp') and {p.name for p in ck.iterdir()} == {'adapter.safetensors', 'state.pt', 'rng-0.pt'}
+    ups = [(x['teacher'], x['update']) for x in records(out) if 'train' in x]
+    assert len(ups) == len(set(ups)) == len([1 for x in records(ref) if 'train' in x])
+    assert 'mIoU' in r.stdout and 'AP50' in r.stdout
+
+def test_torchrun_two_processes_match_one(shapes, tmp_path):
+    ann, images = shapes
+    one = tmp_path/'one'; run(cmd(ann, images, one, sets=SETS + ['train.batch_size=4']))
+    two = tmp_path/'two'
+    run([str(BIN/'torchrun'), '--nproc_per_node', '2', '--master_port', '29517', *cmd(ann, images, two, sets=SETS + ['train.batch_size=2'])])
+    for n, k in (('sam', 'miou'), ('dino', 'ap50')):
+        m1, m2 = (json.loads((o/n/'teacher'/'teacher_card.json').read_text())['history'][-1] for o in (one, two))
+        assert m1['update'] == m2['update'] and m1['n'] == m2['n']
+        assert abs(m1[k] - m2[k]) <= 0.02, (n, m1, m2)
+    assert (two/'cache'/'sam').is_dir()  # several processes share a disk cache
+    # both processes wrote their random states into every checkpoint
+    assert all({'rng-0.pt', 'rng-1.pt'} <= {p.name for p in ck.iterdir()} for ck in two.glob('*/checkpoints/update-*'))
+
+def test_demo_refuses_and_reports(shapes, tmp_path):
+    ann, images = shapes
+    out = tmp_path/'exp'; run(cmd(ann, images, out, '--only', 'sam'))
+    r = subprocess.run(cmd(ann, images, out, '--only', 'sam'), capture_output=True, text=True, env=env())
+    assert r.returncode == 2 and 'already holds an experiment' in r.stderr and 'Traceback' not in r.stderr
+    r = subprocess.run(cmd(ann, images, tmp_path/'x', sets=['train.lr=fast']), capture_output=True, text=True, env=env())
+    assert r.returncode == 2 and 'train.lr: expected float' in r.stderr
