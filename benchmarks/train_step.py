@@ -111,7 +111,7 @@ def main():
     if a.case == 'epochs': return case_epochs(a)
     sz = dict(dino_size=a.dino_size, sam_size=a.sam_size, batch=a.batch)
     print(f"real-size teachers, random weights, CPU; Grounding DINO at {a.dino_size} px, SAM ViT-B at {a.sam_size} px; batch {a.batch}")
-    print(f"\n(a) one optimiser step, full fine-tuning vs LoRA (each in a fresh process)")
+    print("\n(a) one optimiser step, full fine-tuning vs LoRA (each in a fresh process)")
     print(f"{'teacher':<8}{'mode':<6}{'trainable':>13}{'step s':>9}{'peak MiB':>10}{'model MiB':>11}")
     step = {}
     for t in ('dino', 'sam'):

@@ -1,9 +1,10 @@
 "Training as a user runs it: `teacher-lora-train` as a subprocess, killed and resumed, and under torchrun."
-import json, os, shutil, signal, subprocess, sys, time
+import json, os, signal, subprocess, sys, time
 from pathlib import Path
 import pytest, torch
 from safetensors.torch import load_file
 from teacher_lora.test_utils import shapes_dataset
+from teacher_lora.train import read_metrics
 
 BIN = Path(sys.executable).parent
 SETS = ['dino.model=tiny', 'sam.model=tiny', 'preprocess.dino_shortest=96', 'preprocess.dino_longest=128', 'train.epochs=2',
@@ -38,17 +39,9 @@ def kill_when(args, ready, log, **kw):
         time.sleep(0.05)
     raise AssertionError(f"the run ended (rc {p.returncode}) before the kill point:\n{Path(log).read_text()[-2000:]}")
 
-def records(out_):
-    "The complete records of metrics.jsonl (a line being written may be cut short)."
-    out = []
-    for l in (p.read_text().splitlines() if (p := out_/'metrics.jsonl').exists() else []):
-        try: out.append(json.loads(l))
-        except ValueError: pass
-    return out
-
 def trained(out, teacher, update):
     "A kill condition: `teacher` has logged optimiser update `update`."
-    return lambda err: any(r['teacher'] == teacher and r.get('update', 0) >= update and 'train' in r for r in records(out))
+    return lambda err: any(r['teacher'] == teacher and r.get('update', 0) >= update and 'train' in r for r in read_metrics(out))
 
 def test_kill_and_resume_matches_uninterrupted(shapes, tmp_path):
     ann, images = shapes
@@ -72,8 +65,8 @@ def test_kill_and_resume_matches_uninterrupted(shapes, tmp_path):
     # every checkpoint left is complete, and the log holds each update once
     for ck in out.glob('*/checkpoints/*'):
         assert not ck.name.startswith('.tmp') and {p.name for p in ck.iterdir()} == {'adapter.safetensors', 'state.pt', 'rng-0.pt'}
-    ups = [(x['teacher'], x['update']) for x in records(out) if 'train' in x]
-    assert len(ups) == len(set(ups)) == len([1 for x in records(ref) if 'train' in x])
+    ups = [(x['teacher'], x['update']) for x in read_metrics(out) if 'train' in x]
+    assert len(ups) == len(set(ups)) == len([1 for x in read_metrics(ref) if 'train' in x])
     assert 'mIoU' in r.stdout and 'AP50' in r.stdout
 
 def test_torchrun_two_processes_match_one(shapes, tmp_path):
