@@ -8,7 +8,7 @@ Docs: https://teacher-lora.github.io/teacher_lora/config.html.md"""
 __all__ = ['ConfigError', 'defaults', 'merge', 'parse_set', 'dataset_section', 'generate_config', 'run_metadata', 'save_config',
            'load_config']
 
-# %% ../nbs/20_config.ipynb #aa89740f
+# %% ../nbs/20_config.ipynb #2dc6e595
 import copy, subprocess, sys
 from datetime import datetime, timezone
 from importlib.resources import files
@@ -17,7 +17,7 @@ import yaml
 from fastcore.xtras import dict2obj, obj2dict
 from .coco import DatasetInfo, required_teachers
 
-# %% ../nbs/20_config.ipynb #08970c62
+# %% ../nbs/20_config.ipynb #c5c10720
 class ConfigError(ValueError):
     "A config key that does not exist, or a value of the wrong type; the message names the key."
 
@@ -25,7 +25,7 @@ def defaults()->dict:
     "The shipped defaults (`teacher_lora/assets/defaults.yaml`), as a nested dict."
     return yaml.safe_load((files('teacher_lora')/'assets'/'defaults.yaml').read_text())
 
-# %% ../nbs/20_config.ipynb #058ebd4c
+# %% ../nbs/20_config.ipynb #ce6c6bd8
 def _coerce(key, value, default):
     "`value` as the type of `default`, or `ConfigError` naming `key`."
     if default is None or value is None: return value
@@ -39,7 +39,7 @@ def _coerce(key, value, default):
     elif isinstance(value, type(default)): return value
     raise ConfigError(f"{key}: expected {type(default).__name__} (like the default {default!r}), got {value!r}")
 
-# %% ../nbs/20_config.ipynb #f82df4e2
+# %% ../nbs/20_config.ipynb #9e0fd636
 def merge(base:dict, over:dict, prefix:str='')->dict:
     "A copy of `base` with `over`'s values set, checking every key exists and every value's type."
     out = copy.deepcopy(base)
@@ -52,7 +52,7 @@ def merge(base:dict, over:dict, prefix:str='')->dict:
         else: out[k] = _coerce(key, v, out[k])
     return out
 
-# %% ../nbs/20_config.ipynb #743ceff4
+# %% ../nbs/20_config.ipynb #1f7c9268
 def parse_set(items:list)->dict:
     "`['train.lr=1e-4', 'sam.model=vit_h']` → nested dict, values parsed as YAML."
     out = {}
@@ -65,13 +65,13 @@ def parse_set(items:list)->dict:
         d[last] = yaml.safe_load(val)
     return out
 
-# %% ../nbs/20_config.ipynb #6c236bfd
+# %% ../nbs/20_config.ipynb #5f6d0499
 def dataset_section(info:DatasetInfo)->dict:
     "What the dataset decides: classes and their COCO ids, the teachers it calls for, the prompt."
     return dict(source=info.source, names=list(info.names), cat_ids=list(info.cat_ids), teachers=required_teachers(info),
                 prompt=info.prompt, prompt_tokens=info.prompt_tokens, n_images=info.n_images, n_annotations=info.n_annotations)
 
-# %% ../nbs/20_config.ipynb #4e67fe7b
+# %% ../nbs/20_config.ipynb #c0baf9e1
 def generate_config(info:DatasetInfo, # `inspect_dataset` of the training file
                     config_file=None, # a YAML file of overrides
                     sets:list=None, # `--set section.key=value` overrides, applied after `config_file`
@@ -86,7 +86,7 @@ def generate_config(info:DatasetInfo, # `inspect_dataset` of the training file
     c = merge(c, parse_set(sets))
     return dict2obj(c | dict(dataset=dataset_section(info)))
 
-# %% ../nbs/20_config.ipynb #baeb061c
+# %% ../nbs/20_config.ipynb #75e20b46
 def _git_commit():
     "The current git commit of the working directory, or None."
     try: return subprocess.run(['git', 'rev-parse', 'HEAD'], capture_output=True, text=True, timeout=5).stdout.strip() or None
@@ -99,7 +99,7 @@ def run_metadata(data_file=None, argv=None)->dict:
                 dataset_sha256=file_sha256(data_file) if data_file else None, git_commit=_git_commit(),
                 created=datetime.now(timezone.utc).isoformat(timespec='seconds'))
 
-# %% ../nbs/20_config.ipynb #d91b4176
+# %% ../nbs/20_config.ipynb #5f1dc3c0
 def save_config(c, path, meta:dict=None)->Path:
     "Write `c` (and `meta`, under the key `meta`) as YAML to `path`."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)

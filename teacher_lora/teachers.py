@@ -10,8 +10,9 @@ __all__ = ['DINO_LORA_TARGETS', 'SAM_LORA_TARGETS', 'SAM_LORA_HEADS', 'SAM_CONFI
            'verify_freezing', 'dino_inputs', 'build_sam', 'load_sam', 'load_weights', 'sam_decode', 'file_sha256',
            'teacher_card', 'save_teacher', 'load_teacher', 'merge_lora', 'dino_detect', 'sam_segment', 'GroundedSAM']
 
-# %% ../nbs/30_teachers.ipynb #bcaa28af
-import re
+# %% ../nbs/30_teachers.ipynb #95ec77b9
+import re, warnings
+from contextlib import contextmanager
 from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
@@ -20,18 +21,18 @@ from torch import nn
 from fastcore.basics import store_attr
 from .coco import MAX_PROMPT_TOKENS, grounding_prompt
 
-# %% ../nbs/30_teachers.ipynb #73e36979
+# %% ../nbs/30_teachers.ipynb #688845aa
 class TeacherError(ValueError):
     "A teacher checkpoint or adapter that cannot be used; the message names the file and the mismatch."
 
-# %% ../nbs/30_teachers.ipynb #3798648a
+# %% ../nbs/30_teachers.ipynb #07f600f3
 @lru_cache(1)
 def dino_tokenizer():
     "Grounding DINO's `bert-base-uncased` tokenizer, from the vocabulary shipped with the package (offline)."
     from transformers import BertTokenizer
     return BertTokenizer(vocab=str(files('teacher_lora')/'assets'/'bert-base-uncased-vocab.txt'))
 
-# %% ../nbs/30_teachers.ipynb #d5758b83
+# %% ../nbs/30_teachers.ipynb #115d8331
 class PromptMap:
     "A Grounding DINO prompt for some classes, with each class's token span in it."
     def __init__(self, names:list, # class names, in the order of `classes`
@@ -48,14 +49,14 @@ class PromptMap:
     def __len__(self): return len(self.input_ids)
     def __repr__(self): return f"PromptMap({len(self.names)} classes, {len(self)} tokens: {self.prompt!r})"
 
-# %% ../nbs/30_teachers.ipynb #3de3b22e
+# %% ../nbs/30_teachers.ipynb #06f03b6a
 def class_scores(logits, # (..., n_tokens) Grounding DINO token logits
                  pm:PromptMap)->torch.Tensor:
     "Per-class probabilities (..., n_classes): the mean sigmoid over each class's tokens (as Grounding DINO's COCO evaluation)."
     p = logits.sigmoid()
     return torch.stack([p[..., a:b].mean(-1) for a, b in pm.spans], -1)
 
-# %% ../nbs/30_teachers.ipynb #0750aa20
+# %% ../nbs/30_teachers.ipynb #c26d2edb
 def split_prompts(names:list, # all class names, in class-index order
                   max_tokens:int=MAX_PROMPT_TOKENS, tokenizer=None)->list:
     "Pack the classes, in order, into as few `PromptMap`s as fit in `max_tokens` tokens each."
@@ -68,7 +69,7 @@ def split_prompts(names:list, # all class names, in class-index order
         cur.append(i); size += l
     return [PromptMap([names[j] for j in g], g, tok) for g in groups + [cur] if g]
 
-# %% ../nbs/30_teachers.ipynb #3a28ecab
+# %% ../nbs/30_teachers.ipynb #4e8c8ba5
 def load_dino(name_or_path:str, # hub id (e.g. 'IDEA-Research/grounding-dino-tiny'), a local folder, or 'tiny'
              ):
     "`(model, tokenizer)`: a `GroundingDinoForObjectDetection` and its tokenizer (the shipped one if the folder has none)."
@@ -84,13 +85,20 @@ def load_dino(name_or_path:str, # hub id (e.g. 'IDEA-Research/grounding-dino-tin
     except (OSError, ValueError): tok = dino_tokenizer()
     return model, tok
 
-# %% ../nbs/30_teachers.ipynb #c3ae9dc7
+# %% ../nbs/30_teachers.ipynb #2219eab2
 DINO_LORA_TARGETS = (r'.*decoder\.layers\.\d+\.(self_attn\.(query|key|value|out_proj)|encoder_attn_text\.(query|key|value|out_proj)'
                      r'|encoder_attn\.(sampling_offsets|attention_weights|value_proj|output_proj)|fc1|fc2)')
 SAM_LORA_TARGETS = r'mask_decoder\.transformer\..*(q_proj|k_proj|v_proj|out_proj|lin1|lin2)'
 SAM_LORA_HEADS = r'mask_decoder\.(output_hypernetworks_mlps\.\d+|iou_prediction_head)\.layers\.\d+'  # optional: the output MLPs
 
-# %% ../nbs/30_teachers.ipynb #5618e163
+# %% ../nbs/30_teachers.ipynb #ff7a997e
+@contextmanager
+def _quiet_peft():
+    "Silence the FutureWarning peft triggers by reading transformers' deprecated `is_gradient_checkpointing` (nothing for the user to fix)."
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', message='.*is_gradient_checkpointing', category=FutureWarning)
+        yield
+
 def _peft_ready(model):
     "Give Grounding DINO the `get_input_embeddings` that `peft` asks for (its text backbone's)."
     inner = getattr(model, 'model', None)
@@ -98,7 +106,7 @@ def _peft_ready(model):
         model.get_input_embeddings = inner.get_input_embeddings = inner.text_backbone.get_input_embeddings
     return model
 
-# %% ../nbs/30_teachers.ipynb #cf57dca5
+# %% ../nbs/30_teachers.ipynb #74f42e96
 def apply_lora(model:nn.Module, # a teacher: Grounding DINO or SAM
                targets:str, # regex of the module names to adapt, e.g. `DINO_LORA_TARGETS`
                r:int=8, alpha:int=16, dropout:float=0.0,
@@ -107,12 +115,12 @@ def apply_lora(model:nn.Module, # a teacher: Grounding DINO or SAM
     "Freeze `model` and wrap it with `peft` LoRA adapters on `targets`: a `PeftModel` whose only trainable parameters are adapters."
     from peft import LoraConfig, get_peft_model
     for p in model.parameters(): p.requires_grad_(False)
-    pm = get_peft_model(_peft_ready(model), LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets))
+    with _quiet_peft(): pm = get_peft_model(_peft_ready(model), LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets))
     for n, p in pm.named_parameters():
         if any(re.search(u, n) for u in unfreeze): p.requires_grad_(True)
     return pm
 
-# %% ../nbs/30_teachers.ipynb #779179f8
+# %% ../nbs/30_teachers.ipynb #9fc5bf56
 def count_parameters(model:nn.Module)->dict:
     "Total and trainable parameters, overall and per top-level module."
     base = model.get_base_model() if hasattr(model, 'get_base_model') else model
@@ -123,28 +131,28 @@ def count_parameters(model:nn.Module)->dict:
     tot, tr = sum(v[0] for v in per.values()), sum(v[1] for v in per.values())
     return dict(total=tot, trainable=tr, share=tr / max(tot, 1), modules={k: dict(total=a, trainable=b) for k, (a, b) in per.items()})
 
-# %% ../nbs/30_teachers.ipynb #070e5a67
+# %% ../nbs/30_teachers.ipynb #172622f8
 def verify_freezing(model:nn.Module, allowed:tuple=('lora_',))->int:
     "Raise `TeacherError` listing every trainable parameter that is not an adapter (or in `allowed`); else return how many train."
     bad = [n for n, p in model.named_parameters() if p.requires_grad and not any(a in n for a in allowed)]
     if bad: raise TeacherError(f"{len(bad)} frozen parameter(s) would train: {', '.join(bad[:8])}" + (' ...' if len(bad) > 8 else ''))
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
-# %% ../nbs/30_teachers.ipynb #b8105a3f
+# %% ../nbs/30_teachers.ipynb #0c5096d4
 def dino_inputs(pixel_values, pixel_mask, pm:PromptMap)->dict:
     "Model inputs for a batch that shares one prompt."
     ids = pm.input_ids.to(pixel_values.device).expand(len(pixel_values), -1)
     return dict(pixel_values=pixel_values, pixel_mask=pixel_mask, input_ids=ids, attention_mask=torch.ones_like(ids),
                 token_type_ids=torch.zeros_like(ids))
 
-# %% ../nbs/30_teachers.ipynb #ae64cf7f
+# %% ../nbs/30_teachers.ipynb #c86e3eda
 SAM_CONFIGS = {  # encoder width, depth, heads, global-attention blocks; Meta's values
     'vit_b': dict(embed_dim=768, depth=12, num_heads=12, global_attn=(2, 5, 8, 11)),
     'vit_l': dict(embed_dim=1024, depth=24, num_heads=16, global_attn=(5, 11, 17, 23)),
     'vit_h': dict(embed_dim=1280, depth=32, num_heads=16, global_attn=(7, 15, 23, 31)),
 }
 
-# %% ../nbs/30_teachers.ipynb #9418ed50
+# %% ../nbs/30_teachers.ipynb #0e80f481
 def build_sam(embed_dim:int, depth:int, num_heads:int, global_attn:tuple, # image encoder (ViT) size
               img_size:int=1024, patch:int=16, window:int=14, # input side, patch side, local attention window
               prompt_dim:int=256, mlp_dim:int=2048, decoder_heads:int=8, iou_hidden:int=256, # prompt encoder and mask decoder
@@ -161,7 +169,7 @@ def build_sam(embed_dim:int, depth:int, num_heads:int, global_attn:tuple, # imag
                       transformer_dim=prompt_dim, iou_head_depth=3, iou_head_hidden_dim=iou_hidden)
     return Sam(image_encoder=enc, prompt_encoder=pe, mask_decoder=dec, pixel_mean=[123.675, 116.28, 103.53], pixel_std=[58.395, 57.12, 57.375]).eval()
 
-# %% ../nbs/30_teachers.ipynb #44f1914e
+# %% ../nbs/30_teachers.ipynb #693fc17b
 def load_sam(variant:str='vit_b', # 'vit_b', 'vit_l', 'vit_h', or 'tiny' (the offline test architecture, 256 px)
              checkpoint=None, # Meta's `.pth` for that variant (e.g. sam_vit_b_01ec64.pth); None: random weights
             ):
@@ -173,7 +181,7 @@ def load_sam(variant:str='vit_b', # 'vit_b', 'vit_l', 'vit_h', or 'tiny' (the of
     else: sam = build_sam(**SAM_CONFIGS[variant])
     return sam if checkpoint is None else load_weights(sam, checkpoint, f"SAM {variant}")
 
-# %% ../nbs/30_teachers.ipynb #368a0e8f
+# %% ../nbs/30_teachers.ipynb #3eb0c95a
 def load_weights(model:nn.Module, checkpoint, what:str='model')->nn.Module:
     "Load a `.pth` state dict into `model` safely (`weights_only=True`), refusing one that does not fit."
     if not Path(checkpoint).is_file(): raise TeacherError(f"{checkpoint}: no such checkpoint")
@@ -183,7 +191,7 @@ def load_weights(model:nn.Module, checkpoint, what:str='model')->nn.Module:
     model.load_state_dict(sd)
     return model
 
-# %% ../nbs/30_teachers.ipynb #2bed6063
+# %% ../nbs/30_teachers.ipynb #b2d030bc
 def _check_state_dict(model, sd, what):
     "Raise `TeacherError` naming missing, unexpected and wrongly shaped keys of `sd` for `model`."
     own = model.state_dict()
@@ -194,7 +202,7 @@ def _check_state_dict(model, sd, what):
                  f"{len(shape)} of another shape (e.g. {'; '.join(shape[:2])})" if shape else '']
         raise TeacherError(f"{what}: the checkpoint does not fit: " + ', '.join(p for p in parts if p) + ". Fix: pick the variant the checkpoint was made for")
 
-# %% ../nbs/30_teachers.ipynb #e6101d0f
+# %% ../nbs/30_teachers.ipynb #6e66fe95
 def sam_decode(sam, # a `Sam` (or a `PeftModel` around one)
                embeddings, # (B, C, h, w) image-encoder output
                boxes:list, # per image, (N_i, 4) xyxy box prompts in SAM's input frame
@@ -208,7 +216,7 @@ def sam_decode(sam, # a `Sam` (or a `PeftModel` around one)
                                     dense_prompt_embeddings=dense, multimask_output=multimask))
     return out
 
-# %% ../nbs/30_teachers.ipynb #328ed506
+# %% ../nbs/30_teachers.ipynb #9e235201
 def _versions()->dict:
     "Versions of the libraries a teacher depends on."
     from importlib.metadata import version, PackageNotFoundError
@@ -225,7 +233,7 @@ def file_sha256(path)->str:
         for b in iter(lambda: f.read(1 << 20), b''): h.update(b)
     return h.hexdigest()
 
-# %% ../nbs/30_teachers.ipynb #9f8ceee0
+# %% ../nbs/30_teachers.ipynb #9d80d383
 def teacher_card(kind:str, # 'grounding_dino' or 'sam'
                  base:dict, # how to rebuild the base: {'id': hub id or folder} (DINO); {'variant'|'config', 'checkpoint'} (SAM)
                  names:list, cat_ids:list, # class names and their COCO category ids, in class-index order
@@ -236,7 +244,7 @@ def teacher_card(kind:str, # 'grounding_dino' or 'sam'
     prompts = [dict(prompt=m.prompt, classes=m.classes) for m in split_prompts(names)] if kind == 'grounding_dino' else []
     return dict(kind=kind, base=base, names=list(names), cat_ids=list(cat_ids), prompts=prompts, lora=lora, versions=_versions(), **extra)
 
-# %% ../nbs/30_teachers.ipynb #dfb236ff
+# %% ../nbs/30_teachers.ipynb #8fbf8b32
 def save_teacher(model, # a `PeftModel` from `apply_lora`
                  folder, card:dict,
                  dtype=torch.float16, # storage precision of the adapter; the model in memory is not changed
@@ -253,7 +261,7 @@ def save_teacher(model, # a `PeftModel` from `apply_lora`
     (folder/'teacher_card.json').write_text(json.dumps(card | dict(adapter_dtype=str(dtype).removeprefix('torch.')), indent=1))
     return folder
 
-# %% ../nbs/30_teachers.ipynb #d8619a5b
+# %% ../nbs/30_teachers.ipynb #09767a21
 def _base_model(card:dict):
     "Rebuild the frozen base model a card describes."
     b = card['base']
@@ -264,7 +272,7 @@ def _base_model(card:dict):
     sam = build_sam(**b['config'])
     return load_weights(sam, b['checkpoint'], 'SAM') if b.get('checkpoint') else sam
 
-# %% ../nbs/30_teachers.ipynb #dcdf2d47
+# %% ../nbs/30_teachers.ipynb #af6f6ff2
 def load_teacher(folder):
     "A ready teacher from a folder written by `save_teacher`: `(model, card)`, the model in eval mode."
     import json
@@ -272,20 +280,20 @@ def load_teacher(folder):
     folder = Path(folder)
     if not (folder/'teacher_card.json').is_file(): raise TeacherError(f"{folder}: no teacher_card.json; not a folder written by save_teacher")
     card = json.loads((folder/'teacher_card.json').read_text())
-    model = PeftModel.from_pretrained(_peft_ready(_base_model(card)), folder)
+    with _quiet_peft(): model = PeftModel.from_pretrained(_peft_ready(_base_model(card)), folder)
     return model.eval(), card
 
-# %% ../nbs/30_teachers.ipynb #608a78a3
+# %% ../nbs/30_teachers.ipynb #7eee21cc
 def merge_lora(model)->nn.Module:
     "Fold the adapters into the base weights: a plain model, as fast as the original, with the tuned behaviour."
     return model.merge_and_unload()
 
-# %% ../nbs/30_teachers.ipynb #fb88aa18
+# %% ../nbs/30_teachers.ipynb #0d5eeadb
 def _one_image_batch(img, **teachers)->dict:
     "A collated batch of one (3, H, W) uint8 image, with each teacher's per-image entries."
     return dict(image=img[None], orig_size=[tuple(img.shape[-2:])], **{k: {n: [v] for n, v in d.items()} for k, d in teachers.items()})
 
-# %% ../nbs/30_teachers.ipynb #a2ea3d71
+# %% ../nbs/30_teachers.ipynb #6973421a
 @torch.no_grad()
 def dino_detect(model, img, # (3, H, W) uint8 image
                 names:list, # class names, in class-index order
@@ -308,7 +316,7 @@ def dino_detect(model, img, # (3, H, W) uint8 image
     k = batched_nms(boxes, scores, labels, nms_iou)
     return dict(boxes=boxes[k], scores=scores[k], labels=labels[k])
 
-# %% ../nbs/30_teachers.ipynb #413ea159
+# %% ../nbs/30_teachers.ipynb #f720174c
 @torch.no_grad()
 def sam_segment(sam, img, # (3, H, W) uint8 image
                 boxes, # (N, 4) xyxy box prompts in original pixels
@@ -324,7 +332,7 @@ def sam_segment(sam, img, # (3, H, W) uint8 image
     logits = sam_decode(base, emb, [s['boxes'].to(boxes.device)])[0][0][:, 0]
     return sam_masks_to_original(logits, s['input_size'], img.shape[-2:], pre.size) > 0
 
-# %% ../nbs/30_teachers.ipynb #040f5000
+# %% ../nbs/30_teachers.ipynb #e96a43c9
 class GroundedSAM:
     "Image + class names → boxes, scores, labels and masks in original image coordinates (DINO boxes prompt SAM)."
     def __init__(self, dino, sam, names:list, threshold:float=0.3): store_attr()

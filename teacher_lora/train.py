@@ -11,7 +11,7 @@ __all__ = ['EXP_ITEMS', 'TrainError', 'mixed_precision', 'train_mode', 'fingerpr
            'load_checkpoint', 'read_metrics', 'RunLog', 'validate', 'train_step', 'fit', 'prepare_output',
            'make_accelerator', 'make_task', 'write_teacher', 'plot_metrics', 'train']
 
-# %% ../nbs/50_train.ipynb #b20c5f6c
+# %% ../nbs/50_train.ipynb #0c6f1e29
 import json, math, os, random, shutil, sys, time, hashlib
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -25,7 +25,7 @@ from .data import CocoDataset, DinoPreprocess, SamPreprocess, collate, dino_boxe
 from .teachers import *
 from .losses import sam_loss, mask_ious
 
-# %% ../nbs/50_train.ipynb #66997547
+# %% ../nbs/50_train.ipynb #ce398201
 class TrainError(RuntimeError):
     "A run that cannot go on: the message says why, and what to change."
 
@@ -36,7 +36,7 @@ def mixed_precision(setting:str='auto', cuda:bool=None)->str:
     if not cuda: return 'no'  # bf16 autocast on CPUs is many times slower than fp32
     return 'bf16' if torch.cuda.is_bf16_supported() else 'fp16'
 
-# %% ../nbs/50_train.ipynb #99562abc
+# %% ../nbs/50_train.ipynb #7b19ad3d
 def train_mode(model:nn.Module)->nn.Module:
     "`model.train()`, then every frozen submodule back to `eval()`: frozen norms keep their statistics, frozen dropout is off."
     model.train()
@@ -44,7 +44,7 @@ def train_mode(model:nn.Module)->nn.Module:
         if 'lora_' not in n and not any(p.requires_grad for p in m.parameters()): m.eval()
     return model
 
-# %% ../nbs/50_train.ipynb #b491cf75
+# %% ../nbs/50_train.ipynb #984c9808
 def fingerprint(*parts)->str:
     "A short hex digest of `parts`: strings, numbers, tuples, and tensors (by dtype, shape and bytes)."
     h = hashlib.blake2b(digest_size=12)
@@ -61,13 +61,13 @@ def weights_fingerprint(model:nn.Module)->str:
                    if 'lora_' not in n)
     return fingerprint(*(x for it in items for x in it))
 
-# %% ../nbs/50_train.ipynb #02f18181
+# %% ../nbs/50_train.ipynb #a2e2f64d
 def image_key(path)->str:
     "Identity of an image file for the cache: resolved path, size and modification time."
     st = Path(path).stat()
     return f"{Path(path).resolve()}:{st.st_size}:{st.st_mtime_ns}"
 
-# %% ../nbs/50_train.ipynb #3caea0e5
+# %% ../nbs/50_train.ipynb #b5245912
 class FeatureCache:
     "Per-image frozen features, in memory or on disk (safetensors, atomic writes), keyed by image, model and preprocessing."
     def __init__(self, mode:str='memory', # 'memory', 'disk' or 'off'
@@ -79,7 +79,7 @@ class FeatureCache:
     def _path(self, k): return Path(self.folder)/f"{fingerprint(self.key, k)}.safetensors"
     def __repr__(self): return f"FeatureCache({self.mode}, {self.hits} hits, {self.misses} misses)"
 
-# %% ../nbs/50_train.ipynb #e9a0fd9f
+# %% ../nbs/50_train.ipynb #74be74bc
 from fastcore.basics import patch
 
 @patch
@@ -101,7 +101,7 @@ def put(self:FeatureCache, k:str, feats:dict):
         p = self._path(k); t = p.with_name(f".{p.name}.{os.getpid()}.tmp")
         save_file(feats, t); os.replace(t, p)
 
-# %% ../nbs/50_train.ipynb #170c79d7
+# %% ../nbs/50_train.ipynb #136816d9
 @patch
 def lookup(self:FeatureCache, keys:list, # an image key per item
            compute, # compute(indices) -> a dict of tensors for each of those items
@@ -114,14 +114,14 @@ def lookup(self:FeatureCache, keys:list, # an image key per item
     self.hits += len(keys) - len(miss); self.misses += len(miss)
     return out
 
-# %% ../nbs/50_train.ipynb #0f0e53fe
+# %% ../nbs/50_train.ipynb #466c27bd
 def _dino_parts(model):
     "The `GroundingDinoForObjectDetection` and its inner `GroundingDinoModel` inside DDP and peft wrappers."
     m = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
     m = m.get_base_model() if hasattr(m, 'get_base_model') else m
     return m, m.model
 
-# %% ../nbs/50_train.ipynb #c9bacabc
+# %% ../nbs/50_train.ipynb #b7b035bd
 class _Stop(Exception): "Raised by a hook to end a forward pass early."
 
 @torch.no_grad()
@@ -142,7 +142,7 @@ def dino_encode(model, pixel_values, # (1, 3, h, w): one image at its input size
     return dict(vision=cap['vision_encoder_hidden_states'][0], shapes=cap['spatial_shapes'], text=cap['text_encoder_hidden_states'][0],
                 queries=q[0], reference=cap['reference_points'][0], enc_logits=enc_logits[0])
 
-# %% ../nbs/50_train.ipynb #297bf361
+# %% ../nbs/50_train.ipynb #6ba20ce4
 def _pad_levels(feats:list):
     "Batch per-image multi-scale features of different sizes: padded flat features, valid mask, shapes, starts, valid ratios."
     shapes = torch.stack([f['shapes'].cpu() for f in feats])  # (B, L, 2)
@@ -158,7 +158,7 @@ def _pad_levels(feats:list):
     ratios = (shapes / top).flip(-1).to(vis.dtype)  # (w, h) ratios, as `get_valid_ratio`
     return vis, valid, top.to(dev), starts.to(dev), ratios.to(dev)
 
-# %% ../nbs/50_train.ipynb #ac9dca8f
+# %% ../nbs/50_train.ipynb #c48537fd
 @contextmanager
 def _inner_forward(inner, fn):
     "Temporarily replace `inner.forward` by `fn`."
@@ -187,7 +187,7 @@ def dino_decode(model, feats:list, # `dino_encode` of each image, all with the p
     dummy = vis.new_zeros(len(feats), 3, 1, 1)  # pixels are not looked at: `fwd` stands in for the inner model
     with _inner_forward(inner, fwd): return model(pixel_values=dummy, input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels)
 
-# %% ../nbs/50_train.ipynb #c0ff7efb
+# %% ../nbs/50_train.ipynb #6ef938ab
 def _subset(batch, idx:list, dev='cpu')->dict:
     "The entries of images `idx` of a collated batch that preprocessing needs, the pixels on `dev`."
     return dict(image=batch['image'][idx].to(dev), orig_size=[batch['orig_size'][i] for i in idx],
@@ -198,7 +198,7 @@ class SamDecoder(nn.Module):
     def __init__(self, sam): super().__init__(); self.sam = sam
     def forward(self, embeddings, boxes:list, multimask:bool=False): return sam_decode(self.sam, embeddings, boxes, multimask)
 
-# %% ../nbs/50_train.ipynb #8eaa7add
+# %% ../nbs/50_train.ipynb #6f3b85d0
 class SamTask:
     "Train SAM's mask decoder on box prompts: cached image embeddings, focal + dice + IoU loss, mIoU with ground-truth boxes."
     name, kind, metric = 'sam', 'sam', 'miou'
@@ -208,7 +208,7 @@ class SamTask:
         store_attr(); self.model, self.net, self.pre = sam, SamDecoder(sam), SamPreprocess(sam.image_encoder.img_size)
     def n_parts(self, batch): return 1
 
-# %% ../nbs/50_train.ipynb #0884dd08
+# %% ../nbs/50_train.ipynb #3791a6e0
 @patch
 def features(self:SamTask, batch, idx:list, dev):
     "(len(idx), C, h, w) image embeddings of images `idx` of `batch`, from the cache or the frozen encoder."
@@ -224,7 +224,7 @@ def _decode(self:SamTask, net, batch, dev):
     outs = net(self.features(batch, idx, dev), [batch['sam']['boxes'][i].to(dev) for i in idx], self.multimask)
     return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs]), torch.cat([batch['sam']['masks'][i] for i in idx]).to(dev)
 
-# %% ../nbs/50_train.ipynb #4696db12
+# %% ../nbs/50_train.ipynb #e65b015a
 def _zero_loss(net):
     "A zero loss that touches every trainable parameter (a batch with nothing to learn from; DDP needs every gradient)."
     return sum(p.sum() * 0 for p in net.parameters() if p.requires_grad)
@@ -252,7 +252,7 @@ def score(self:SamTask, preds:list, gt:dict=None)->dict:
     "Mean IoU over all instances."
     return dict(miou=float(np.mean(preds)) if preds else 0., n=len(preds))
 
-# %% ../nbs/50_train.ipynb #60e9bbd9
+# %% ../nbs/50_train.ipynb #561cee55
 class DinoTask:
     "Train Grounding DINO's decoder: cached frozen features per image and prompt, the built-in loss, COCO box AP."
     name, kind, metric = 'dino', 'grounding_dino', 'ap'
@@ -265,7 +265,7 @@ class DinoTask:
         self.prompts = split_prompts(names)
     def n_parts(self, batch): return len(self.prompts)  # one forward and backward per prompt
 
-# %% ../nbs/50_train.ipynb #95f77231
+# %% ../nbs/50_train.ipynb #0b15e8a2
 @patch
 def features(self:DinoTask, batch, pm:PromptMap, dev)->list:
     "`dino_encode` of every image of `batch` with prompt `pm`, from the cache or the frozen model."
@@ -287,7 +287,7 @@ def loss(self:DinoTask, net, batch, part:int, dev)->dict:
     out = dino_decode(net, self.features(batch, pm, dev), pm, [_prompt_labels(l, pm, dev) for l in batch['dino']['labels']])
     return dict(loss=out.loss, **{k: v.detach() for k, v in out.loss_dict.items() if not k.endswith(('_0', '_1', '_2', '_3', '_4', '_enc'))})
 
-# %% ../nbs/50_train.ipynb #19149d0e
+# %% ../nbs/50_train.ipynb #17392550
 @patch
 @torch.no_grad()
 def predict(self:DinoTask, net, batch, dev)->list:
@@ -304,7 +304,7 @@ def predict(self:DinoTask, net, batch, dev)->list:
                 res[b].append(dict(image_id=iid, category_id=self.cat_ids[pm.classes[c]], bbox=[x0, y0, x1 - x0, y1 - y0], score=sc))
     return [r for rs in res for r in sorted(rs, key=lambda r: -r['score'])[:self.max_dets]]
 
-# %% ../nbs/50_train.ipynb #86cf576f
+# %% ../nbs/50_train.ipynb #b5910d31
 def coco_box_ap(gt:dict, # COCO ground truth
                 results:list, # COCO detection results
                )->dict:
@@ -321,7 +321,7 @@ def coco_box_ap(gt:dict, # COCO ground truth
 @patch
 def score(self:DinoTask, preds:list, gt:dict=None)->dict: return coco_box_ap(gt, preds) | dict(n=len(preds))
 
-# %% ../nbs/50_train.ipynb #ceea0466
+# %% ../nbs/50_train.ipynb #02e6c12b
 def _epoch_rng(seed:int, epoch:int)->torch.Generator:
     "The generator of an epoch's randomness (its order, its loader workers' seeds): a function of the seed and the epoch only."
     return torch.Generator().manual_seed(seed * 100_003 + epoch)
@@ -332,7 +332,7 @@ def epoch_batches(n:int, batch_size:int, seed:int, epoch:int, rank:int=0, world:
     G = batch_size * world
     return [perm[s * G + rank * batch_size: s * G + (rank + 1) * batch_size] for s in range(n // G)]
 
-# %% ../nbs/50_train.ipynb #e269806a
+# %% ../nbs/50_train.ipynb #26500246
 def rng_state()->dict:
     "The random states of Python, NumPy and torch (CPU and every GPU), as tensors and plain values."
     npst = np.random.get_state()
@@ -345,7 +345,7 @@ def set_rng_state(s:dict):
     np.random.set_state((s['numpy'][0], s['numpy'][1].numpy(), *s['numpy'][2:]))
     if s['cuda'] and torch.cuda.is_available(): torch.cuda.set_rng_state_all(s['cuda'])
 
-# %% ../nbs/50_train.ipynb #abdaca34
+# %% ../nbs/50_train.ipynb #03564ff5
 def trainable_state(net:nn.Module)->dict:
     "The trainable parameters of `net` by name (the adapters), detached on the CPU."
     return {n: p.detach().cpu().contiguous() for n, p in net.named_parameters() if p.requires_grad}
@@ -359,7 +359,7 @@ def checkpoints(folder)->list:
     "The complete checkpoints in `folder/checkpoints`, oldest first."
     return sorted(p for p in (Path(folder)/'checkpoints').glob('update-*') if p.is_dir())
 
-# %% ../nbs/50_train.ipynb #1421f8aa
+# %% ../nbs/50_train.ipynb #0248e223
 def save_checkpoint(folder, net, opt, sched, acc, state:dict, keep_last:int=2)->Path:
     "Write a checkpoint of the run atomically (every process its random state), then drop all but the last `keep_last` and the best."
     from safetensors.torch import save_file
@@ -381,7 +381,7 @@ def save_checkpoint(folder, net, opt, sched, acc, state:dict, keep_last:int=2)->
     acc.wait_for_everyone()
     return ck/name
 
-# %% ../nbs/50_train.ipynb #ca2086aa
+# %% ../nbs/50_train.ipynb #5693c7b6
 def load_checkpoint(path, net, opt, sched, acc)->dict:
     "Restore a run from checkpoint `path` (weights, optimiser, scheduler, scaler, this process's random states); return its state."
     from safetensors.torch import load_file
@@ -396,7 +396,7 @@ def load_checkpoint(path, net, opt, sched, acc)->dict:
     if rng.exists(): set_rng_state(torch.load(rng, weights_only=True))
     return st['state']
 
-# %% ../nbs/50_train.ipynb #8edf7276
+# %% ../nbs/50_train.ipynb #7656518b
 def read_metrics(exp)->list:
     "The records of `exp/metrics.jsonl`; a last line cut short by a killed run is left out."
     p, out = Path(exp)/'metrics.jsonl', []
@@ -405,7 +405,7 @@ def read_metrics(exp)->list:
         except ValueError: pass
     return out
 
-# %% ../nbs/50_train.ipynb #e8de1421
+# %% ../nbs/50_train.ipynb #65d45ff5
 class RunLog:
     "The run's record, written by the main process: `metrics.jsonl` (one JSON object a line) and TensorBoard (`tb/<teacher>`)."
     def __init__(self, exp, main:bool=True): self.exp, self.main, self.tb, self.purge = Path(exp), main, {}, {}
@@ -423,7 +423,7 @@ class RunLog:
         self.exp.mkdir(parents=True, exist_ok=True)
         with open(self.path, 'a') as f: f.write(json.dumps(rec) + '\n')
 
-# %% ../nbs/50_train.ipynb #e17f37e7
+# %% ../nbs/50_train.ipynb #342ccce1
 @patch
 def scalars(self:RunLog, teacher:str, prefix:str, d:dict, step:int):
     "Add the numbers of `d` to TensorBoard as `prefix/key` for `teacher` at `step`."
@@ -440,7 +440,7 @@ def image(self:RunLog, teacher:str, tag:str, img, step:int):
     "Add a (3, H, W) uint8 image to TensorBoard."
     if self.main and teacher in self.tb: self.tb[teacher].add_image(tag, img, step); self.tb[teacher].flush()
 
-# %% ../nbs/50_train.ipynb #1b2a0099
+# %% ../nbs/50_train.ipynb #bee0ad3c
 def _loader(ds, batches:list, c, epoch:int=0):
     "A `DataLoader` over the given batches of indices (a resumed epoch simply starts later in the list)."
     from torch.utils.data import DataLoader
@@ -464,7 +464,7 @@ def validate(task, net, ds, c, acc)->dict:
         for b in _loader(ds, [idx[i:i + bs] for i in range(0, len(idx), bs)], c): preds += task.predict(m, b, acc.device)
     return task.score(gather_object(preds) if acc.num_processes > 1 else preds, ds.d)
 
-# %% ../nbs/50_train.ipynb #4deb7a93
+# %% ../nbs/50_train.ipynb #91dcc989
 def _check_finite(parts:dict, acc, where:str, folder):
     "Stop every process with a clear message when the loss is NaN or infinite on any of them."
     bad = acc.reduce(torch.tensor([0. if torch.isfinite(parts['loss']) else 1.], device=acc.device), 'sum')
@@ -479,7 +479,7 @@ def _oom_message(c)->str:
     return (f"out of GPU memory at train.batch_size={t.batch_size}. Fix: --set train.batch_size={max(1, t.batch_size // 2)} "
             f"train.grad_accum={t.grad_accum * 2} (the same effective batch), or lower preprocess.dino_shortest / use a smaller SAM")
 
-# %% ../nbs/50_train.ipynb #26dcc294
+# %% ../nbs/50_train.ipynb #34e09585
 def train_step(task, net, batch, acc, sync:bool, accum:int, where:str, folder, c)->dict:
     "Forward and backward of one batch (one pass per prompt part); gradients synchronised across processes only if `sync`."
     out = {}
@@ -493,7 +493,7 @@ def train_step(task, net, batch, acc, sync:bool, accum:int, where:str, folder, c
     except torch.OutOfMemoryError: raise TrainError(_oom_message(c)) from None
     return out
 
-# %% ../nbs/50_train.ipynb #bc400eab
+# %% ../nbs/50_train.ipynb #2e6f04b2
 def _improved(task, m:dict, best)->bool: return best is None or m[task.metric] > best[task.metric]
 
 def _after_epoch(task, state:dict, m:dict, c):
@@ -503,7 +503,7 @@ def _after_epoch(task, state:dict, m:dict, c):
     else: state['bad'] += 1
     if c.checkpoint.patience and state['bad'] >= c.checkpoint.patience: state['done'] = True
 
-# %% ../nbs/50_train.ipynb #cd962d13
+# %% ../nbs/50_train.ipynb #0512501b
 def fit(task, train_ds, val_ds, c, folder, acc, log:RunLog, resume:bool=False)->dict:
     "Train `task`'s adapters: AdamW, warmup + cosine, accumulation, clipping, validation each epoch, checkpoints, patience."
     from transformers import get_cosine_schedule_with_warmup
@@ -539,7 +539,7 @@ def fit(task, train_ds, val_ds, c, folder, acc, log:RunLog, resume:bool=False)->
     bar.close()
     return state
 
-# %% ../nbs/50_train.ipynb #5926e537
+# %% ../nbs/50_train.ipynb #857dc69c
 def _train_epoch(task, net, opt, sched, params, ds, c, folder, acc, log, state, steps, bar):
     "The rest of the current epoch, from `state['step']`; checkpoints every `checkpoint.every` updates."
     t = c.train
@@ -558,7 +558,7 @@ def _train_epoch(task, net, opt, sched, params, ds, c, folder, acc, log, state, 
         if c.checkpoint.every and state['update'] % c.checkpoint.every == 0 and state['step'] < steps:
             save_checkpoint(folder, net, opt, sched, acc, state, c.checkpoint.keep_last)
 
-# %% ../nbs/50_train.ipynb #8b6ab36b
+# %% ../nbs/50_train.ipynb #1a293673
 @patch
 @torch.no_grad()
 def overlay(self:SamTask, net, batch, dev)->list:
@@ -584,7 +584,8 @@ def overlay(self:DinoTask, net, batch, dev)->list:
     for i, (h, w) in enumerate(batch['orig_size']):
         r = [d for d in res if d['image_id'] == batch['image_id'][i] and d['score'] >= self.threshold]
         bx = torch.tensor([[x, y, x + bw, y + bh] for x, y, bw, bh in (d['bbox'] for d in r)]).reshape(-1, 4)
-        out.append(draw_bounding_boxes(batch['image'][i, :, :h, :w], bx, [self.names[self.cat_ids.index(d['category_id'])] for d in r]))
+        img = batch['image'][i, :, :h, :w]
+        out.append(draw_bounding_boxes(img, bx, [self.names[self.cat_ids.index(d['category_id'])] for d in r]) if r else img)
     return out
 
 def _log_images(task, net, ds, c, acc, log, step, n:int=2):
@@ -593,7 +594,7 @@ def _log_images(task, net, ds, c, acc, log, step, n:int=2):
     with _evaluating(net, acc) as m: imgs = task.overlay(m, next(iter(_loader(ds, [list(range(min(n, len(ds))))], c))), acc.device)
     for i, im in enumerate(imgs): log.image(task.name, f"val/{i}", im, step)
 
-# %% ../nbs/50_train.ipynb #d7cca7d6
+# %% ../nbs/50_train.ipynb #2deeb9f3
 EXP_ITEMS = ('config.yaml', 'metrics.jsonl', 'tb', 'dino', 'sam', 'cache', 'splits')
 
 def prepare_output(out, c, resume:bool=False, overwrite:bool=False)->Path:
@@ -619,7 +620,7 @@ def _clear(out):
         if p.is_dir(): shutil.rmtree(p)
         elif p.exists(): p.unlink()
 
-# %% ../nbs/50_train.ipynb #6aa5132d
+# %% ../nbs/50_train.ipynb #77b3a0b2
 def make_accelerator(c, device:str=None):
     "An `Accelerator` for `device` ('cpu', 'cuda' or None: a GPU if there is one) and `train.mixed_precision`; torchrun's environment is picked up."
     from accelerate import Accelerator
@@ -634,7 +635,7 @@ def _cache_mode(c, acc)->str:
     if m != 'auto': return m
     return 'off' if c.data.augment else 'disk' if acc.num_processes > 1 else 'memory'
 
-# %% ../nbs/50_train.ipynb #77ad8cd7
+# %% ../nbs/50_train.ipynb #5c8cb061
 def make_task(name:str, c, acc, exp)->object:
     "Build teacher `name` ('dino' or 'sam') from the config: base model, LoRA adapters, preprocessing, feature cache."
     from accelerate.utils import set_seed
@@ -652,7 +653,7 @@ def make_task(name:str, c, acc, exp)->object:
     return DinoTask(m, FeatureCache(_cache_mode(c, acc), exp/'cache'/name, key), c.dataset.names, c.dataset.cat_ids,
                     DinoPreprocess(p.dino_shortest, p.dino_longest), threshold=c.dino.box_threshold)
 
-# %% ../nbs/50_train.ipynb #cbe1b7d7
+# %% ../nbs/50_train.ipynb #9c421a35
 def write_teacher(task, state:dict, c, folder, acc)->Path:
     "Save the best epoch's adapters (the last ones without validation) as a teacher folder `folder/teacher`, atomically."
     from safetensors.torch import load_file
@@ -664,8 +665,9 @@ def write_teacher(task, state:dict, c, folder, acc)->Path:
     if acc.is_main_process:
         m = c.dino if task.name == 'dino' else c.sam
         base = dict(id=m.model) if task.name == 'dino' else dict(variant=m.model, checkpoint=m.checkpoint)
+        use = dict(shortest=task.pre.shortest, longest=task.pre.longest, box_threshold=m.box_threshold) if task.name == 'dino' else dict(multimask=m.multimask)
         card = teacher_card(task.kind, base, c.dataset.names, c.dataset.cat_ids, dict(r=m.lora_r, alpha=m.lora_alpha, dropout=m.lora_dropout),
-                            metrics=state.get('best'), history=state['history'])
+                            metrics=state.get('best'), history=state['history'], use=use)
         t = folder/'.tmp-teacher'; shutil.rmtree(t, ignore_errors=True)
         save_teacher(task.model, t, card)
         if out.exists(): shutil.rmtree(out)
@@ -673,7 +675,7 @@ def write_teacher(task, state:dict, c, folder, acc)->Path:
     acc.wait_for_everyone()
     return out
 
-# %% ../nbs/50_train.ipynb #168bdd18
+# %% ../nbs/50_train.ipynb #bb4dc526
 def plot_metrics(exp):
     "Training loss per update and the validation metric per epoch, one row per teacher: a matplotlib figure."
     import matplotlib.pyplot as plt
@@ -687,7 +689,7 @@ def plot_metrics(exp):
     fig.tight_layout(); plt.close(fig)
     return fig
 
-# %% ../nbs/50_train.ipynb #868ed38e
+# %% ../nbs/50_train.ipynb #9b5e5c23
 def _model_sets(dino:str=None, sam:str=None, epochs:int=None)->list:
     "`--dino`, `--sam variant[:checkpoint]` and `--epochs` as `--set` overrides."
     out = [f"dino.model={dino}"] if dino else []
@@ -705,7 +707,7 @@ def _teachers(c, only=None)->list:
         names = [n for n in names if n in only]
     return names
 
-# %% ../nbs/50_train.ipynb #11e83a61
+# %% ../nbs/50_train.ipynb #7cc806c5
 def _prepare_data(data, val, exp, c, acc)->tuple:
     "The training and validation files: `val` as given, or a stratified split of `data` (`data.val_fraction`) in `exp/splits`."
     if val is not None: return Path(data), Path(val)
@@ -720,7 +722,7 @@ def _check_val(train_file, val_file):
     a, b = (sorted((x['id'], x['name']) for x in load_coco(f)['categories']) for f in (train_file, val_file))
     if a != b: raise TrainError(f"{val_file}: its categories differ from {train_file}'s. Fix: split both from one file (teacher-lora-validate --split)")
 
-# %% ../nbs/50_train.ipynb #998b580d
+# %% ../nbs/50_train.ipynb #6023861f
 def train(data, # COCO annotation file of the training data
           images, # folder the images' `file_name`s are relative to
           output, # experiment folder (config, logs, checkpoints, teachers)

@@ -1,0 +1,83 @@
+"Evaluation and labelling as a user runs them: `teacher-lora-evaluate` and `teacher-lora-label` as subprocesses."
+import contextlib, copy, io, json, os, shutil, subprocess, sys
+from pathlib import Path
+import numpy as np, pytest
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from teacher_lora.coco import validate_coco
+from teacher_lora.evaluate import STATS, score_results
+from teacher_lora.test_utils import shapes_dataset, perturbed_results
+
+BIN = Path(sys.executable).parent
+SETS = ['dino.model=tiny', 'sam.model=tiny', 'preprocess.dino_shortest=96', 'preprocess.dino_longest=128', 'train.epochs=1',
+        'train.lr=1e-2', 'data.workers=0', 'data.val_fraction=0.25', 'label.precision=0.5']
+
+def run(*args, ok=True):
+    r = subprocess.run([str(BIN/args[0]), *map(str, args[1:])], capture_output=True, text=True, timeout=600,
+                       env={**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONWARNINGS': 'ignore'})
+    assert 'Traceback' not in r.stderr, r.stderr[-3000:]
+    if ok: assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    return r
+
+def cocoeval_stats(gt_file, results, iou_type):
+    "The 12 numbers of a plain pycocotools run, as its README writes it."
+    with contextlib.redirect_stdout(io.StringIO()):
+        g = COCO(str(gt_file)); e = COCOeval(g, g.loadRes(copy.deepcopy(results)), iou_type)
+        e.evaluate(); e.accumulate(); e.summarize()
+    return e.stats
+
+def test_results_file_scores_as_cocoeval(tmp_path):
+    "Box and mask AP of a results file equal COCOeval's to 1e-6; the CLI prints the 12 standard numbers per type."
+    gt = shapes_dataset(tmp_path/'shapes', 10, seed=5)
+    res = perturbed_results(json.loads(gt.read_text()), seed=2)
+    (tmp_path/'res.json').write_text(json.dumps(res))
+    ours = score_results(tmp_path/'res.json', gt, verbose=False)
+    for t in ('bbox', 'segm'):
+        np.testing.assert_allclose([ours[t][k] for k in STATS], cocoeval_stats(gt, res, t), atol=1e-6)
+    out = run('teacher-lora-evaluate', '--results', tmp_path/'res.json', '--data', gt).stdout
+    assert out.count('Average Precision') == 12 and out.count('Average Recall') == 12
+    assert f"{ours['segm']['AP']:0.3f}" in out
+    (tmp_path/'bad.json').write_text(json.dumps(res[:3] + [dict(res[3], category_id=42)]))
+    r = run('teacher-lora-evaluate', '--results', tmp_path/'bad.json', '--data', gt, ok=False)
+    assert r.returncode == 2 and 'record 3' in r.stderr and 'category_id 42' in r.stderr
+
+@pytest.fixture(scope='module')
+def exp(tmp_path_factory):
+    "A one-epoch experiment of the tiny teachers, trained by the console script."
+    d = tmp_path_factory.mktemp('exp')
+    ann = shapes_dataset(d/'shapes', 12, seed=0, background='plain', scale=(.3, .55))
+    r = run('teacher-lora-train', '--data', ann, '--images', d/'shapes'/'images', '--output', d/'exp', '--set', *SETS)
+    assert 'labelling thresholds for precision 0.5' in r.stdout
+    return d/'exp', d/'shapes'/'images'
+
+def test_evaluate_experiment(exp):
+    out, images = exp
+    r = run('teacher-lora-evaluate', '--exp', out, '--data', out/'splits'/'val.json', '--images', images)
+    assert '| Grounding DINO | box AP50 |' in r.stdout and '| DINO → SAM | mask AP |' in r.stdout
+    ev = json.loads((out/'eval'/'evaluation.json').read_text())
+    again = score_results(out/'eval'/'dino_boxes.json', out/'splits'/'val.json', verbose=False)
+    assert abs(again['bbox']['AP'] - ev['stats']['tuned']['dino']['AP']) < 1e-9
+
+def test_label_loads_validates_and_resumes(exp, tmp_path):
+    "Labels load in pycocotools and pass validate_coco; a second run over a grown folder labels only the new images."
+    out, images = exp
+    folder = tmp_path/'unlabelled'; folder.mkdir()
+    files = sorted(images.iterdir())
+    for f in files[:8]: shutil.copy(f, folder/f.name)
+    run('teacher-lora-label', '--exp', out, '--images', folder, '--out', tmp_path/'labels.json', '--threshold', '0.05', '--workers', '0')
+    first = json.loads((tmp_path/'labels.json').read_text())
+    with contextlib.redirect_stdout(io.StringIO()): c = COCO(str(tmp_path/'labels.json'))
+    assert len(c.getImgIds()) == 8 and len(c.getAnnIds()) > 0
+    assert validate_coco(tmp_path/'labels.json', folder).errors == []
+    for f in files[8:]: shutil.copy(f, folder/f.name)
+    r = run('teacher-lora-label', '--exp', out, '--images', folder, '--out', tmp_path/'labels.json', '--threshold', '0.05', '--workers', '0')
+    assert 'labelling 4 of 12 images' in r.stderr
+    second = json.loads((tmp_path/'labels.json').read_text())
+    assert len(second['images']) == 12 and validate_coco(tmp_path/'labels.json', folder).errors == []
+    def by_file(d):
+        names = {i['id']: i['file_name'] for i in d['images']}
+        out = {}
+        for a in d['annotations']: out.setdefault(names[a['image_id']], []).append({k: v for k, v in a.items() if k not in ('id', 'image_id')})
+        return out
+    old = by_file(first); new = by_file(second)
+    assert all(new[f] == a for f, a in old.items())  # the first eight images' labels were kept, not redone
