@@ -81,3 +81,18 @@ def test_label_loads_validates_and_resumes(exp, tmp_path):
         return out
     old = by_file(first); new = by_file(second)
     assert all(new[f] == a for f, a in old.items())  # the first eight images' labels were kept, not redone
+
+def test_label_under_torchrun_matches_one_process(exp, tmp_path):
+    "Two processes share the images (each its own part file) and write the same COCO file as one process."
+    out, images = exp
+    args = ['--exp', out, '--images', images, '--threshold', '0.05', '--workers', '0', '--device', 'cpu']
+    run('teacher-lora-label', *args, '--out', tmp_path/'one.json')
+    r = subprocess.run([str(BIN/'torchrun'), '--nproc_per_node', '2', str(BIN/'teacher-lora-label'), *map(str, args), '--out', str(tmp_path/'two.json')],
+                       capture_output=True, text=True, timeout=600, env={**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONWARNINGS': 'ignore'})
+    assert r.returncode == 0 and 'Traceback' not in r.stderr, r.stderr[-3000:]
+    assert r.stderr.count('labelling 12 of 12 images') >= 1
+    one, two = (json.loads((tmp_path/f).read_text()) for f in ('one.json', 'two.json'))
+    assert two['images'] == one['images'] and len(two['annotations']) == len(one['annotations']) > 0
+    for a, b in zip(one['annotations'], two['annotations']):
+        assert a['category_id'] == b['category_id'] and abs(a['score'] - b['score']) < 1e-4 and a['bbox'] == pytest.approx(b['bbox'], abs=1)
+    assert not (tmp_path/'two.json.parts').exists()
