@@ -7,7 +7,7 @@ Docs: https://teacher-lora.github.io/teacher_lora/predict.html.md"""
 # %% auto #0
 __all__ = ['IMAGE_SUFFIXES', 'choose_thresholds', 'calibrate', 'find_images', 'ImageFolder', 'label_images']
 
-# %% ../nbs/70_predict.ipynb #5b6aac64
+# %% ../nbs/70_predict.ipynb #0daa99d2
 import json, os, shutil, warnings
 from pathlib import Path
 import numpy as np, torch
@@ -16,9 +16,9 @@ from torch.utils.data import Dataset
 from .coco import load_coco, _write_json_atomic
 from .data import CocoDataset, ImageLoadError, read_image, make_dataloader
 from .teachers import TeacherError
-from .evaluate import load_teachers, coco_eval, predict_coco, sam_masks, _device, _state
+from .evaluate import load_teachers, coco_eval, predict_coco, sam_masks, sam_frame_boxes, _device, _state
 
-# %% ../nbs/70_predict.ipynb #1bdf3c4c
+# %% ../nbs/70_predict.ipynb #a3bdf0e2
 def _matches(e, iou:float)->dict:
     "Per category id: (scores, true-positive flags) of its non-ignored detections, and its number of ground-truth objects, from `COCOeval.evalImgs`."
     t, out = int(np.argmin(np.abs(e.params.iouThrs - iou))), {}
@@ -30,7 +30,7 @@ def _matches(e, iou:float)->dict:
         n[0] += int((~np.asarray(r['gtIgnore'], bool)).sum())
     return {c: (np.array(s), np.array(tp, bool), n[0]) for c, (s, tp, n) in out.items()}
 
-# %% ../nbs/70_predict.ipynb #42e7b049
+# %% ../nbs/70_predict.ipynb #f2fe8dc3
 def _threshold(scores, tp, n_gt:int, precision:float)->dict:
     "The lowest score whose detections reach `precision` (else the one of best precision), with its precision and recall."
     if not len(scores): return dict(score=1.0, precision=0., recall=0., reached=False)
@@ -41,7 +41,7 @@ def _threshold(scores, tp, n_gt:int, precision:float)->dict:
     i = ok[-1] if len(ok) else np.flatnonzero(last)[np.argmax(prec[last])]
     return dict(score=float(s[i]), precision=float(prec[i]), recall=float(rec[i]), reached=bool(len(ok)))
 
-# %% ../nbs/70_predict.ipynb #31a60038
+# %% ../nbs/70_predict.ipynb #12ffe922
 def choose_thresholds(gt:dict, # the validation ground truth
                       results:list, # COCO box results on it
                       precision:float=0.9, # the precision each class should reach
@@ -51,7 +51,7 @@ def choose_thresholds(gt:dict, # the validation ground truth
     m = _matches(e, iou) if e is not None else {}
     return {c['name']: _threshold(*m.get(c['id'], (np.zeros(0), np.zeros(0, bool), 0)), precision) for c in sorted(gt['categories'], key=lambda c: c['id'])}
 
-# %% ../nbs/70_predict.ipynb #771e1066
+# %% ../nbs/70_predict.ipynb #cf5be791
 def _update_card(folder, **kw):
     "Add `kw` to the teacher card in `folder` (rewritten atomically)."
     p = Path(folder)/'teacher_card.json'
@@ -70,7 +70,7 @@ def calibrate(exp, # an experiment folder (or `load_teachers` output) with a Gro
     ts['dino'].card |= dict(thresholds=th, threshold_precision=precision)
     return th
 
-# %% ../nbs/70_predict.ipynb #e15a1612
+# %% ../nbs/70_predict.ipynb #9aafd907
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 
 def find_images(src)->tuple:
@@ -83,7 +83,7 @@ def find_images(src)->tuple:
         root = Path(os.path.commonpath([p.parent for p in files])) if files else Path('.')
     return root, [p.relative_to(root).as_posix() for p in files]
 
-# %% ../nbs/70_predict.ipynb #933b7fa3
+# %% ../nbs/70_predict.ipynb #474e67f9
 class ImageFolder(Dataset):
     "Unlabelled images as `CocoDataset`-style items for the teachers' preprocessors; an unreadable image gives None (with a warning)."
     def __init__(self, root, files:list, preprocess=()): self.root, self.files, self.preprocess = Path(root), list(files), list(preprocess)
@@ -96,21 +96,21 @@ class ImageFolder(Dataset):
         tgt = dict(boxes=tv_tensors.BoundingBoxes(torch.zeros(0, 4), format='XYXY', canvas_size=(h, w)), labels=torch.zeros(0, dtype=torch.long))
         return dict(image=tv_tensors.Image(img), image_id=i, file=str(self.root/self.files[i]), orig_size=(h, w), target=tgt) | {p.name: p(img, tgt) for p in self.preprocess}
 
-# %% ../nbs/70_predict.ipynb #482028a5
+# %% ../nbs/70_predict.ipynb #f4f3f1ce
 def _label_batch(ts:dict, b, dev, thresholds:dict, nms_iou:float=.5)->list:
     "Per image of batch `b`: its annotations (class-thresholded, NMS'd DINO boxes, with SAM's RLE masks when there is a SAM teacher)."
     from torchvision.ops import batched_nms
-    d, dets, out = ts['dino'], ts['dino'].predict(ts['dino'].net, b, dev), []
-    for i, (h, w) in enumerate(b['orig_size']):
+    dets, out = ts['dino'].predict(ts['dino'].net, b, dev), []
+    for i in range(len(b['orig_size'])):
         r = [x for x in dets if x['image_id'] == b['image_id'][i] and x['score'] >= thresholds[x['category_id']]]
         xyxy = torch.tensor([[x, y, x + bw, y + bh] for x, y, bw, bh in (x['bbox'] for x in r)]).reshape(-1, 4)
         k = batched_nms(xyxy, torch.tensor([x['score'] for x in r]), torch.tensor([x['category_id'] for x in r]), nms_iou).tolist() if r else []
         r, xyxy = [r[j] for j in k], xyxy[k]
-        masks = sam_masks(ts['sam'], b, i, xyxy * torch.tensor([b['sam']['input_size'][i][1] / w, b['sam']['input_size'][i][0] / h] * 2), dev)[0] if 'sam' in ts and r else None
+        masks = sam_masks(ts['sam'], b, i, sam_frame_boxes(b, i, xyxy), dev)[0] if 'sam' in ts and r else None
         out.append([_annotation(x, None if masks is None else masks[j].numpy()) for j, x in enumerate(r)])
     return out
 
-# %% ../nbs/70_predict.ipynb #9fb4f240
+# %% ../nbs/70_predict.ipynb #03cd7115
 def _annotation(det:dict, mask=None)->dict:
     "A COCO annotation from a detection: with a mask, its RLE, and bbox and area taken from the mask; None if empty."
     if mask is None:
@@ -121,7 +121,7 @@ def _annotation(det:dict, mask=None)->dict:
     return dict(category_id=det['category_id'], bbox=[float(v) for v in mask_utils.toBbox(r)], area=float(mask_utils.area(r)), score=det['score'],
                 segmentation=dict(size=r['size'], counts=r['counts'].decode()), iscrowd=0)
 
-# %% ../nbs/70_predict.ipynb #9515cf5a
+# %% ../nbs/70_predict.ipynb #9e3dd0af
 def _done(out:Path, parts:Path)->dict:
     "The images already labelled, by file name: from a finished `out` and the part files of an interrupted run."
     done = {}
@@ -136,7 +136,7 @@ def _done(out:Path, parts:Path)->dict:
             done[rec['file_name']] = rec
     return done
 
-# %% ../nbs/70_predict.ipynb #3d00666c
+# %% ../nbs/70_predict.ipynb #a932d4e2
 def _write_labels(done:dict, cats:list, out:Path)->dict:
     "Write the labelled images as one COCO file (image ids in file-name order), atomically."
     images, anns = [], []
@@ -146,7 +146,7 @@ def _write_labels(done:dict, cats:list, out:Path)->dict:
     d = dict(info=dict(description='teacher_lora auto-labels'), licenses=[], images=images, annotations=anns, categories=cats)
     _write_json_atomic(d, out); return d
 
-# %% ../nbs/70_predict.ipynb #04ce3ae0
+# %% ../nbs/70_predict.ipynb #bf83fecf
 def _class_thresholds(d, thresholds:dict=None)->dict:
     "Score threshold per category id: given per class name, else the card's calibrated one, else the teacher's `box_threshold`."
     th, cal = thresholds or {}, d.card.get('thresholds', {})
@@ -158,7 +158,7 @@ def _append(path:Path):
     if f.tell() and (f.seek(f.tell() - 1), f.read(1))[1] != '\n': f.write('\n')
     return f
 
-# %% ../nbs/70_predict.ipynb #a0151b93
+# %% ../nbs/70_predict.ipynb #f5902cfb
 def _label_shard(ts:dict, ds:ImageFolder, part:Path, th:dict, batch_size:int, workers:int, dev, bar:dict):
     "Label the images of `ds`, appending one JSON line per image to `part` as soon as it is done."
     from tqdm.auto import tqdm
@@ -168,7 +168,7 @@ def _label_shard(ts:dict, ds:ImageFolder, part:Path, th:dict, batch_size:int, wo
             for i, (h, w), anns in zip(b['image_id'], b['orig_size'], _label_batch(ts, b, dev, th)):
                 f.write(json.dumps(dict(file_name=ds.files[i], width=w, height=h, annotations=[a for a in anns if a])) + '\n'); f.flush()
 
-# %% ../nbs/70_predict.ipynb #80af1084
+# %% ../nbs/70_predict.ipynb #c63a06d0
 def label_images(teachers, # `load_teachers` output, or an experiment / teacher folder
                  images, # a folder (searched recursively) or a list of image paths
                  out, # the COCO JSON to write (`file_name`s relative to the image folder)
