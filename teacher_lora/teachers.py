@@ -10,7 +10,7 @@ __all__ = ['DINO_LORA_TARGETS', 'SAM_LORA_TARGETS', 'SAM_LORA_HEADS', 'SAM_CONFI
            'verify_freezing', 'dino_inputs', 'build_sam', 'load_sam', 'load_weights', 'sam_decode', 'file_sha256',
            'teacher_card', 'save_teacher', 'load_teacher', 'merge_lora', 'dino_detect', 'sam_segment', 'GroundedSAM']
 
-# %% ../nbs/30_teachers.ipynb #95ec77b9
+# %% ../nbs/30_teachers.ipynb #e6232f5a
 import re, warnings
 from contextlib import contextmanager
 from functools import lru_cache
@@ -21,18 +21,18 @@ from torch import nn
 from fastcore.basics import store_attr
 from .coco import MAX_PROMPT_TOKENS, grounding_prompt
 
-# %% ../nbs/30_teachers.ipynb #688845aa
+# %% ../nbs/30_teachers.ipynb #5f4117df
 class TeacherError(ValueError):
     "A teacher checkpoint or adapter that cannot be used; the message names the file and the mismatch."
 
-# %% ../nbs/30_teachers.ipynb #07f600f3
+# %% ../nbs/30_teachers.ipynb #581c1905
 @lru_cache(1)
 def dino_tokenizer():
     "Grounding DINO's `bert-base-uncased` tokenizer, from the vocabulary shipped with the package (offline)."
     from transformers import BertTokenizer
     return BertTokenizer(vocab=str(files('teacher_lora')/'assets'/'bert-base-uncased-vocab.txt'))
 
-# %% ../nbs/30_teachers.ipynb #115d8331
+# %% ../nbs/30_teachers.ipynb #76926e42
 class PromptMap:
     "A Grounding DINO prompt for some classes, with each class's token span in it."
     def __init__(self, names:list, # class names, in the order of `classes`
@@ -49,14 +49,14 @@ class PromptMap:
     def __len__(self): return len(self.input_ids)
     def __repr__(self): return f"PromptMap({len(self.names)} classes, {len(self)} tokens: {self.prompt!r})"
 
-# %% ../nbs/30_teachers.ipynb #06f03b6a
+# %% ../nbs/30_teachers.ipynb #a258a214
 def class_scores(logits, # (..., n_tokens) Grounding DINO token logits
                  pm:PromptMap)->torch.Tensor:
     "Per-class probabilities (..., n_classes): the mean sigmoid over each class's tokens (as Grounding DINO's COCO evaluation)."
     p = logits.sigmoid()
     return torch.stack([p[..., a:b].mean(-1) for a, b in pm.spans], -1)
 
-# %% ../nbs/30_teachers.ipynb #c26d2edb
+# %% ../nbs/30_teachers.ipynb #ddcaac71
 def split_prompts(names:list, # all class names, in class-index order
                   max_tokens:int=MAX_PROMPT_TOKENS, tokenizer=None)->list:
     "Pack the classes, in order, into as few `PromptMap`s as fit in `max_tokens` tokens each."
@@ -69,14 +69,17 @@ def split_prompts(names:list, # all class names, in class-index order
         cur.append(i); size += l
     return [PromptMap([names[j] for j in g], g, tok) for g in groups + [cur] if g]
 
-# %% ../nbs/30_teachers.ipynb #4e8c8ba5
-def load_dino(name_or_path:str, # hub id (e.g. 'IDEA-Research/grounding-dino-tiny'), a local folder, or 'tiny'
+# %% ../nbs/30_teachers.ipynb #dd7222a1
+def load_dino(name_or_path:str, # hub id (e.g. 'IDEA-Research/grounding-dino-tiny'), a local folder, 'tiny' or 'tiny-pretrained'
              ):
     "`(model, tokenizer)`: a `GroundingDinoForObjectDetection` and its tokenizer (the shipped one if the folder has none)."
     from transformers import AutoTokenizer, GroundingDinoForObjectDetection
     if name_or_path == 'tiny':  # the offline test architecture: deterministic random weights
         from teacher_lora.test_utils import tiny_dino
         return tiny_dino(), dino_tokenizer()
+    if name_or_path == 'tiny-pretrained':  # shipped with the package, pretrained by benchmarks/pretrain_tiny.py
+        from teacher_lora.pretrained import load_tiny
+        return load_tiny('grounding_dino'), dino_tokenizer()
     try: model = GroundingDinoForObjectDetection.from_pretrained(name_or_path)
     except (OSError, ValueError) as e:
         raise TeacherError(f"{name_or_path}: cannot load a Grounding DINO model ({e}). Fix: give a hub id such as "
@@ -85,13 +88,13 @@ def load_dino(name_or_path:str, # hub id (e.g. 'IDEA-Research/grounding-dino-tin
     except (OSError, ValueError): tok = dino_tokenizer()
     return model, tok
 
-# %% ../nbs/30_teachers.ipynb #2219eab2
+# %% ../nbs/30_teachers.ipynb #126a431f
 DINO_LORA_TARGETS = (r'.*decoder\.layers\.\d+\.(self_attn\.(query|key|value|out_proj)|encoder_attn_text\.(query|key|value|out_proj)'
                      r'|encoder_attn\.(sampling_offsets|attention_weights|value_proj|output_proj)|fc1|fc2)')
 SAM_LORA_TARGETS = r'mask_decoder\.transformer\..*(q_proj|k_proj|v_proj|out_proj|lin1|lin2)'
 SAM_LORA_HEADS = r'mask_decoder\.(output_hypernetworks_mlps\.\d+|iou_prediction_head)\.layers\.\d+'  # optional: the output MLPs
 
-# %% ../nbs/30_teachers.ipynb #ff7a997e
+# %% ../nbs/30_teachers.ipynb #ce9cb946
 @contextmanager
 def _quiet_peft():
     "Silence the FutureWarning peft triggers by reading transformers' deprecated `is_gradient_checkpointing` (nothing for the user to fix)."
@@ -106,7 +109,7 @@ def _peft_ready(model):
         model.get_input_embeddings = inner.get_input_embeddings = inner.text_backbone.get_input_embeddings
     return model
 
-# %% ../nbs/30_teachers.ipynb #74f42e96
+# %% ../nbs/30_teachers.ipynb #210688f1
 def apply_lora(model:nn.Module, # a teacher: Grounding DINO or SAM
                targets:str, # regex of the module names to adapt, e.g. `DINO_LORA_TARGETS`
                r:int=8, alpha:int=16, dropout:float=0.0,
@@ -120,7 +123,7 @@ def apply_lora(model:nn.Module, # a teacher: Grounding DINO or SAM
         if any(re.search(u, n) for u in unfreeze): p.requires_grad_(True)
     return pm
 
-# %% ../nbs/30_teachers.ipynb #9fc5bf56
+# %% ../nbs/30_teachers.ipynb #1f64e478
 def count_parameters(model:nn.Module)->dict:
     "Total and trainable parameters, overall and per top-level module."
     base = model.get_base_model() if hasattr(model, 'get_base_model') else model
@@ -131,28 +134,28 @@ def count_parameters(model:nn.Module)->dict:
     tot, tr = sum(v[0] for v in per.values()), sum(v[1] for v in per.values())
     return dict(total=tot, trainable=tr, share=tr / max(tot, 1), modules={k: dict(total=a, trainable=b) for k, (a, b) in per.items()})
 
-# %% ../nbs/30_teachers.ipynb #172622f8
+# %% ../nbs/30_teachers.ipynb #9c5378a0
 def verify_freezing(model:nn.Module, allowed:tuple=('lora_',))->int:
     "Raise `TeacherError` listing every trainable parameter that is not an adapter (or in `allowed`); else return how many train."
     bad = [n for n, p in model.named_parameters() if p.requires_grad and not any(a in n for a in allowed)]
     if bad: raise TeacherError(f"{len(bad)} frozen parameter(s) would train: {', '.join(bad[:8])}" + (' ...' if len(bad) > 8 else ''))
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
-# %% ../nbs/30_teachers.ipynb #0c5096d4
+# %% ../nbs/30_teachers.ipynb #2722f380
 def dino_inputs(pixel_values, pixel_mask, pm:PromptMap)->dict:
     "Model inputs for a batch that shares one prompt."
     ids = pm.input_ids.to(pixel_values.device).expand(len(pixel_values), -1)
     return dict(pixel_values=pixel_values, pixel_mask=pixel_mask, input_ids=ids, attention_mask=torch.ones_like(ids),
                 token_type_ids=torch.zeros_like(ids))
 
-# %% ../nbs/30_teachers.ipynb #c86e3eda
+# %% ../nbs/30_teachers.ipynb #7ff34c91
 SAM_CONFIGS = {  # encoder width, depth, heads, global-attention blocks; Meta's values
     'vit_b': dict(embed_dim=768, depth=12, num_heads=12, global_attn=(2, 5, 8, 11)),
     'vit_l': dict(embed_dim=1024, depth=24, num_heads=16, global_attn=(5, 11, 17, 23)),
     'vit_h': dict(embed_dim=1280, depth=32, num_heads=16, global_attn=(7, 15, 23, 31)),
 }
 
-# %% ../nbs/30_teachers.ipynb #0e80f481
+# %% ../nbs/30_teachers.ipynb #8178db1f
 def build_sam(embed_dim:int, depth:int, num_heads:int, global_attn:tuple, # image encoder (ViT) size
               img_size:int=1024, patch:int=16, window:int=14, # input side, patch side, local attention window
               prompt_dim:int=256, mlp_dim:int=2048, decoder_heads:int=8, iou_hidden:int=256, # prompt encoder and mask decoder
@@ -169,19 +172,22 @@ def build_sam(embed_dim:int, depth:int, num_heads:int, global_attn:tuple, # imag
                       transformer_dim=prompt_dim, iou_head_depth=3, iou_head_hidden_dim=iou_hidden)
     return Sam(image_encoder=enc, prompt_encoder=pe, mask_decoder=dec, pixel_mean=[123.675, 116.28, 103.53], pixel_std=[58.395, 57.12, 57.375]).eval()
 
-# %% ../nbs/30_teachers.ipynb #693fc17b
-def load_sam(variant:str='vit_b', # 'vit_b', 'vit_l', 'vit_h', or 'tiny' (the offline test architecture, 256 px)
+# %% ../nbs/30_teachers.ipynb #2015f765
+def load_sam(variant:str='vit_b', # 'vit_b', 'vit_l', 'vit_h', 'tiny' (the offline test architecture, 256 px) or 'tiny-pretrained'
              checkpoint=None, # Meta's `.pth` for that variant (e.g. sam_vit_b_01ec64.pth); None: random weights
             ):
     "A SAM `variant`, with Meta's checkpoint loaded safely (`weights_only=True`) and checked against the architecture."
     if variant == 'tiny':
         from teacher_lora.test_utils import tiny_sam
         sam = tiny_sam()
-    elif variant not in SAM_CONFIGS: raise TeacherError(f"unknown SAM variant {variant!r}: use one of {', '.join(SAM_CONFIGS)}, tiny")
+    elif variant == 'tiny-pretrained':  # shipped with the package, pretrained by benchmarks/pretrain_tiny.py
+        from teacher_lora.pretrained import load_tiny
+        sam = load_tiny('sam')
+    elif variant not in SAM_CONFIGS: raise TeacherError(f"unknown SAM variant {variant!r}: use one of {', '.join(SAM_CONFIGS)}, tiny, tiny-pretrained")
     else: sam = build_sam(**SAM_CONFIGS[variant])
     return sam if checkpoint is None else load_weights(sam, checkpoint, f"SAM {variant}")
 
-# %% ../nbs/30_teachers.ipynb #3eb0c95a
+# %% ../nbs/30_teachers.ipynb #52b1d833
 def load_weights(model:nn.Module, checkpoint, what:str='model')->nn.Module:
     "Load a `.pth` state dict into `model` safely (`weights_only=True`), refusing one that does not fit."
     if not Path(checkpoint).is_file(): raise TeacherError(f"{checkpoint}: no such checkpoint")
@@ -191,7 +197,7 @@ def load_weights(model:nn.Module, checkpoint, what:str='model')->nn.Module:
     model.load_state_dict(sd)
     return model
 
-# %% ../nbs/30_teachers.ipynb #b2d030bc
+# %% ../nbs/30_teachers.ipynb #23db69e4
 def _check_state_dict(model, sd, what):
     "Raise `TeacherError` naming missing, unexpected and wrongly shaped keys of `sd` for `model`."
     own = model.state_dict()
@@ -202,7 +208,7 @@ def _check_state_dict(model, sd, what):
                  f"{len(shape)} of another shape (e.g. {'; '.join(shape[:2])})" if shape else '']
         raise TeacherError(f"{what}: the checkpoint does not fit: " + ', '.join(p for p in parts if p) + ". Fix: pick the variant the checkpoint was made for")
 
-# %% ../nbs/30_teachers.ipynb #6e66fe95
+# %% ../nbs/30_teachers.ipynb #a3e993aa
 def sam_decode(sam, # a `Sam` (or a `PeftModel` around one)
                embeddings, # (B, C, h, w) image-encoder output
                boxes:list, # per image, (N_i, 4) xyxy box prompts in SAM's input frame
@@ -216,7 +222,7 @@ def sam_decode(sam, # a `Sam` (or a `PeftModel` around one)
                                     dense_prompt_embeddings=dense, multimask_output=multimask))
     return out
 
-# %% ../nbs/30_teachers.ipynb #9e235201
+# %% ../nbs/30_teachers.ipynb #9f5704be
 def _versions()->dict:
     "Versions of the libraries a teacher depends on."
     from importlib.metadata import version, PackageNotFoundError
@@ -233,7 +239,7 @@ def file_sha256(path)->str:
         for b in iter(lambda: f.read(1 << 20), b''): h.update(b)
     return h.hexdigest()
 
-# %% ../nbs/30_teachers.ipynb #9d80d383
+# %% ../nbs/30_teachers.ipynb #eb1ff4aa
 def teacher_card(kind:str, # 'grounding_dino' or 'sam'
                  base:dict, # how to rebuild the base: {'id': hub id or folder} (DINO); {'variant'|'config', 'checkpoint'} (SAM)
                  names:list, cat_ids:list, # class names and their COCO category ids, in class-index order
@@ -244,7 +250,7 @@ def teacher_card(kind:str, # 'grounding_dino' or 'sam'
     prompts = [dict(prompt=m.prompt, classes=m.classes) for m in split_prompts(names)] if kind == 'grounding_dino' else []
     return dict(kind=kind, base=base, names=list(names), cat_ids=list(cat_ids), prompts=prompts, lora=lora, versions=_versions(), **extra)
 
-# %% ../nbs/30_teachers.ipynb #8fbf8b32
+# %% ../nbs/30_teachers.ipynb #f8655933
 def save_teacher(model, # a `PeftModel` from `apply_lora`
                  folder, card:dict,
                  dtype=torch.float16, # storage precision of the adapter; the model in memory is not changed
@@ -261,7 +267,7 @@ def save_teacher(model, # a `PeftModel` from `apply_lora`
     (folder/'teacher_card.json').write_text(json.dumps(card | dict(adapter_dtype=str(dtype).removeprefix('torch.')), indent=1))
     return folder
 
-# %% ../nbs/30_teachers.ipynb #09767a21
+# %% ../nbs/30_teachers.ipynb #560f93f7
 def _base_model(card:dict):
     "Rebuild the frozen base model a card describes."
     b = card['base']
@@ -272,7 +278,7 @@ def _base_model(card:dict):
     sam = build_sam(**b['config'])
     return load_weights(sam, b['checkpoint'], 'SAM') if b.get('checkpoint') else sam
 
-# %% ../nbs/30_teachers.ipynb #af6f6ff2
+# %% ../nbs/30_teachers.ipynb #667cfe92
 def load_teacher(folder):
     "A ready teacher from a folder written by `save_teacher`: `(model, card)`, the model in eval mode."
     import json
@@ -283,17 +289,17 @@ def load_teacher(folder):
     with _quiet_peft(): model = PeftModel.from_pretrained(_peft_ready(_base_model(card)), folder)
     return model.eval(), card
 
-# %% ../nbs/30_teachers.ipynb #7eee21cc
+# %% ../nbs/30_teachers.ipynb #f4cc6bd6
 def merge_lora(model)->nn.Module:
     "Fold the adapters into the base weights: a plain model, as fast as the original, with the tuned behaviour."
     return model.merge_and_unload()
 
-# %% ../nbs/30_teachers.ipynb #0d5eeadb
+# %% ../nbs/30_teachers.ipynb #701dfd63
 def _one_image_batch(img, **teachers)->dict:
     "A collated batch of one (3, H, W) uint8 image, with each teacher's per-image entries."
     return dict(image=img[None], orig_size=[tuple(img.shape[-2:])], **{k: {n: [v] for n, v in d.items()} for k, d in teachers.items()})
 
-# %% ../nbs/30_teachers.ipynb #6973421a
+# %% ../nbs/30_teachers.ipynb #423a40c5
 @torch.no_grad()
 def dino_detect(model, img, # (3, H, W) uint8 image
                 names:list, # class names, in class-index order
@@ -316,7 +322,7 @@ def dino_detect(model, img, # (3, H, W) uint8 image
     k = batched_nms(boxes, scores, labels, nms_iou)
     return dict(boxes=boxes[k], scores=scores[k], labels=labels[k])
 
-# %% ../nbs/30_teachers.ipynb #f720174c
+# %% ../nbs/30_teachers.ipynb #76263b67
 @torch.no_grad()
 def sam_segment(sam, img, # (3, H, W) uint8 image
                 boxes, # (N, 4) xyxy box prompts in original pixels
@@ -332,7 +338,7 @@ def sam_segment(sam, img, # (3, H, W) uint8 image
     logits = sam_decode(base, emb, [s['boxes'].to(boxes.device)])[0][0][:, 0]
     return sam_masks_to_original(logits, s['input_size'], img.shape[-2:], pre.size) > 0
 
-# %% ../nbs/30_teachers.ipynb #e96a43c9
+# %% ../nbs/30_teachers.ipynb #35a5ce5c
 class GroundedSAM:
     "Image + class names → boxes, scores, labels and masks in original image coordinates (DINO boxes prompt SAM)."
     def __init__(self, dino, sam, names:list, threshold:float=0.3): store_attr()
