@@ -47,12 +47,10 @@ def base_model(teacher, init):
         if init == 'pretrained': return load_sam('tiny-pretrained')
         from teacher_lora.teachers import build_sam
         torch.manual_seed(0); return build_sam(**tiny_card('sam')['config'])
-    m = load_dino('tiny-pretrained')[0]
-    if init == 'random':
-        from transformers import GroundingDinoConfig, GroundingDinoForObjectDetection
-        from teacher_lora.pretrained import with_minilm
-        torch.manual_seed(0); m = with_minilm(GroundingDinoForObjectDetection(GroundingDinoConfig.from_dict(tiny_card('grounding_dino')['config'])))
-    return m
+    if init == 'pretrained': return load_dino('tiny-pretrained')[0]
+    from transformers import GroundingDinoConfig, GroundingDinoForObjectDetection
+    from teacher_lora.pretrained import with_minilm
+    torch.manual_seed(0); return with_minilm(GroundingDinoForObjectDetection(GroundingDinoConfig.from_dict(tiny_card('grounding_dino')['config'])))
 
 
 def prepare(model, teacher, mode):
