@@ -7,10 +7,10 @@ Docs: https://teacher-lora.github.io/teacher_lora/coco.html.md"""
 # %% auto #0
 __all__ = ['MAX_PROMPT_TOKENS', 'SIZE_BUCKETS', 'CHECKS', 'CocoError', 'load_coco', 'grounding_prompt', 'bert_tokenizer',
            'prompt_tokens', 'DatasetInfo', 'inspect_dataset', 'required_teachers', 'StudentAdvice', 'recommend_student',
-           'dataset_report', 'plot_dataset', 'Finding', 'ValidationReport', 'seg_to_rle', 'safe_image_path',
-           'validate_coco', 'Change', 'repair_coco', 'parse_ratios', 'split_coco']
+           'dataset_report', 'plot_dataset', 'Finding', 'ValidationReport', 'seg_to_rle', 'mask_to_rle',
+           'safe_image_path', 'validate_coco', 'Change', 'repair_coco', 'parse_ratios', 'split_coco']
 
-# %% ../nbs/00_coco.ipynb #11ab61e7
+# %% ../nbs/00_coco.ipynb #3bd97208
 import gc, json, math, os, tempfile
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -23,11 +23,11 @@ from fastcore.basics import patch
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-# %% ../nbs/00_coco.ipynb #7ecb3242
+# %% ../nbs/00_coco.ipynb #f34c00e9
 class CocoError(ValueError):
     "A COCO file that cannot be used at all: missing, not JSON, or not a COCO dict."
 
-# %% ../nbs/00_coco.ipynb #396f4d34
+# %% ../nbs/00_coco.ipynb #fdc8de1c
 def load_coco(src, # path to a COCO JSON file, or an already parsed dict
              )->dict:
     "Parse a COCO file (fast, with `orjson`) or pass a dict through; raise `CocoError` naming the file."
@@ -47,7 +47,7 @@ def load_coco(src, # path to a COCO JSON file, or an already parsed dict
                         "'images', 'annotations' and 'categories'. Fix: export in COCO format.")
     return d
 
-# %% ../nbs/00_coco.ipynb #d88c2e88
+# %% ../nbs/00_coco.ipynb #6855bd54
 MAX_PROMPT_TOKENS = 256  # Grounding DINO's `max_text_len`
 
 def grounding_prompt(names, # class names, in class-index order
@@ -55,7 +55,7 @@ def grounding_prompt(names, # class names, in class-index order
     "The Grounding DINO text prompt for `names`: lowercased, `' . '`-joined, ending with `' .'`."
     return ' . '.join(n.strip().lower() for n in names) + ' .'
 
-# %% ../nbs/00_coco.ipynb #8ab05d56
+# %% ../nbs/00_coco.ipynb #eb1203ea
 @lru_cache(1)
 def bert_tokenizer():
     "The `bert-base-uncased` WordPiece tokenizer that Grounding DINO uses, from the vocabulary shipped here."
@@ -66,7 +66,7 @@ def prompt_tokens(prompt:str)->int:
     "Number of tokens Grounding DINO's text encoder sees for `prompt`, `[CLS]` and `[SEP]` included."
     return len(bert_tokenizer().encode(prompt).ids)
 
-# %% ../nbs/00_coco.ipynb #02bace70
+# %% ../nbs/00_coco.ipynb #d4912174
 SIZE_BUCKETS = {'small': (0, 32**2), 'medium': (32**2, 96**2), 'large': (96**2, math.inf)}  # COCO's thresholds
 
 @dataclass
@@ -90,7 +90,7 @@ class DatasetInfo:
     @property
     def prompt_too_long(self): return self.prompt_tokens > MAX_PROMPT_TOKENS
 
-# %% ../nbs/00_coco.ipynb #eb5584f2
+# %% ../nbs/00_coco.ipynb #aa171593
 def _is_int(v): return isinstance(v, int) and not isinstance(v, bool)
 def _is_num(v): return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 _NUM_TYPES = frozenset((int, float))
@@ -115,7 +115,7 @@ def _seg_kind(s):
     if isinstance(s, dict) and 'counts' in s: return 'rle'
     return None
 
-# %% ../nbs/00_coco.ipynb #9b0424a7
+# %% ../nbs/00_coco.ipynb #10f6e01b
 def _records(d, key, src):
     "The list under `key`, or a `CocoError` that says how to fix the file."
     v = d.get(key)
@@ -124,7 +124,7 @@ def _records(d, key, src):
                         "Fix: run `validate_coco` for the full report.")
     return v
 
-# %% ../nbs/00_coco.ipynb #72651414
+# %% ../nbs/00_coco.ipynb #9fa81ece
 def inspect_dataset(coco, # path to a COCO file, or a parsed dict
                    )->DatasetInfo:
     "Counts, class map, mask kinds, size buckets and the Grounding DINO prompt of a COCO dataset."
@@ -145,19 +145,19 @@ def inspect_dataset(coco, # path to a COCO file, or a parsed dict
         empty_images=[i.get('id') for i in imgs if i.get('id') not in used],
         prompt=prompt, prompt_tokens=prompt_tokens(prompt), areas=areas)
 
-# %% ../nbs/00_coco.ipynb #06f6dcd4
+# %% ../nbs/00_coco.ipynb #2d082553
 def required_teachers(info:DatasetInfo)->list:
     "Teachers the data calls for: boxes (or masks, which imply boxes) → Grounding DINO; masks → SAM."
     return (['grounding_dino'] if info.has_boxes or info.has_masks else []) + (['sam'] if info.has_masks else [])
 
-# %% ../nbs/00_coco.ipynb #e68827cc
+# %% ../nbs/00_coco.ipynb #aba67a0d
 @dataclass
 class StudentAdvice:
     "Which student to train on the teachers' labels, and why."
     task:str; size:str; input_size:int; reason:str
     def __str__(self): return f"{self.size} {self.task} at {self.input_size} px: {self.reason}"
 
-# %% ../nbs/00_coco.ipynb #0208860b
+# %% ../nbs/00_coco.ipynb #e4ae576e
 def recommend_student(info:DatasetInfo)->StudentAdvice:
     "A student that fits the data: instance-segmenter or detector, its size and input resolution."
     task = 'instance-segmenter' if info.has_masks else 'detector'
@@ -169,7 +169,7 @@ def recommend_student(info:DatasetInfo)->StudentAdvice:
            + (", so train at a higher resolution." if res > 640 else "."))
     return StudentAdvice(task, size, res, why)
 
-# %% ../nbs/00_coco.ipynb #6d9dc029
+# %% ../nbs/00_coco.ipynb #620f731a
 def dataset_report(info:DatasetInfo):
     "Print a readable summary table of `info`."
     n = max(info.n_annotations, 1)
@@ -184,7 +184,7 @@ def dataset_report(info:DatasetInfo):
     cw = max((len(k) for k in info.class_counts), default=5)
     print(f"  {'class':<{cw}}  instances\n" + '\n'.join(f"  {k:<{cw}}  {v}" for k, v in info.class_counts.items()))
 
-# %% ../nbs/00_coco.ipynb #b6d39b70
+# %% ../nbs/00_coco.ipynb #f7acd352
 def plot_dataset(info:DatasetInfo, figsize=(11, 3.2)):
     "Bar chart of instances per class and a histogram of object sizes, with COCO's size thresholds."
     import matplotlib.pyplot as plt
@@ -198,7 +198,7 @@ def plot_dataset(info:DatasetInfo, figsize=(11, 3.2)):
     fig.tight_layout()
     return fig
 
-# %% ../nbs/00_coco.ipynb #eb59ff61
+# %% ../nbs/00_coco.ipynb #3a17e4ec
 CHECKS = {  # code: (severity, how to fix)
  'not-found':      ('error', "check the path to the annotation file"),
  'not-json':       ('error', "the file is not valid JSON: re-export it from your labelling tool"),
@@ -242,7 +242,7 @@ CHECKS = {  # code: (severity, how to fix)
  'image-mode':     ('warning', "the image will be converted to 8-bit RGB when loaded"),
 }
 
-# %% ../nbs/00_coco.ipynb #24ca8b7c
+# %% ../nbs/00_coco.ipynb #19fc2bc8
 @dataclass(frozen=True)
 class Finding:
     "One problem in a COCO file: how bad, what, where, and how to fix it."
@@ -254,7 +254,7 @@ class Finding:
         return ' / '.join(str(p) for p in (self.kind + ('' if self.id is None else f' {self.id}'), self.field) if p)
     def __str__(self): return f"{self.severity:<7} {self.code:<18} {self.where}: {self.message}. Fix: {self.fix}"
 
-# %% ../nbs/00_coco.ipynb #7ef11794
+# %% ../nbs/00_coco.ipynb #cca7ca26
 class ValidationReport:
     "The findings of `validate_coco`: `errors`, `warnings`, `counts` per code, and a readable table."
     def __init__(self, source, max_per_code=1000):
@@ -275,7 +275,7 @@ class ValidationReport:
         "False when the file could not be read as COCO at all."
         return not {'not-found', 'not-json', 'not-coco', 'missing-key', 'wrong-type'} & set(self.counts)
 
-# %% ../nbs/00_coco.ipynb #714932ea
+# %% ../nbs/00_coco.ipynb #fb397378
 @patch
 def __repr__(self:ValidationReport, show=5):
     "The findings grouped by code, errors first, with each code's fix and its first `show` places."
@@ -291,7 +291,7 @@ def __repr__(self:ValidationReport, show=5):
         if self.counts[code] > show: lines.append(f"    ... and {self.counts[code]-show} more")
     return '\n'.join(lines)
 
-# %% ../nbs/00_coco.ipynb #355b6a0d
+# %% ../nbs/00_coco.ipynb #0ff2c382
 def _check_top(d, rep):
     "Top-level keys: present, lists of dicts, not empty. Returns False when nothing more can be checked."
     for k in ('images', 'annotations', 'categories'):
@@ -304,7 +304,7 @@ def _check_top(d, rep):
             if not isinstance(r, dict): rep.add('record-type', k[:-1], f'#{i}', '', f"record is a {type(r).__name__}")
     return True
 
-# %% ../nbs/00_coco.ipynb #aba04212
+# %% ../nbs/00_coco.ipynb #3a6e58a6
 def _check_ids(recs, kind, rep):
     "Records of one kind: every id an int, and unique. Returns {id: record}."
     byid = {}
@@ -317,7 +317,7 @@ def _check_ids(recs, kind, rep):
         else: byid[rid] = r
     return byid
 
-# %% ../nbs/00_coco.ipynb #8d56bcd3
+# %% ../nbs/00_coco.ipynb #bcbe3d5f
 def _check_images(imgs, rep):
     "Image records: file_name a string, width and height positive ints, file names unique."
     seen = {}
@@ -332,7 +332,7 @@ def _check_images(imgs, rep):
             if v is None: rep.add('missing-field', 'image', iid, k, f"no {k}")
             elif not _is_int(v) or v <= 0: rep.add('field-type', 'image', iid, k, f"{k} {v!r} is not a positive integer")
 
-# %% ../nbs/00_coco.ipynb #333f8415
+# %% ../nbs/00_coco.ipynb #f7721a13
 def _check_categories(cats, used, rep):
     "Category records: a unique, non-empty name without '.', used by some annotation; prompt length."
     names = {}
@@ -349,7 +349,7 @@ def _check_categories(cats, used, rep):
     if n_tok > MAX_PROMPT_TOKENS:
         rep.add('prompt-too-long', 'file', None, 'categories', f"the prompt of all {len(names)} classes is {n_tok} tokens")
 
-# %% ../nbs/00_coco.ipynb #ec323bd7
+# %% ../nbs/00_coco.ipynb #ab118111
 def _check_bbox(a, aid, im, rep):
     "bbox: 4 finite numbers, positive size, inside the image. Returns it as a list, or None."
     b = a.get('bbox')
@@ -371,7 +371,7 @@ def _check_bbox(a, aid, im, rep):
                     + (" (looks like [x1,y1,x2,y2]; COCO wants [x,y,w,h])" if x < w <= W and y < h <= H else ''))
     return b
 
-# %% ../nbs/00_coco.ipynb #2bbc833f
+# %% ../nbs/00_coco.ipynb #33898e61
 def _check_polygons(s, aid, rep):
     "Polygons: lists of numbers, even length, at least 3 points. Returns the valid parts."
     good = []
@@ -384,7 +384,7 @@ def _check_polygons(s, aid, rep):
         else: rep.add('polygon-short', 'annotation', aid, where, f"{len(p)//2} point(s)")
     return good
 
-# %% ../nbs/00_coco.ipynb #95779d4f
+# %% ../nbs/00_coco.ipynb #f0fb6252
 def _check_rle(s, aid, im, rep):
     "RLE: a [h, w] size that matches the image, and counts as a string or a list of ints."
     size, counts = s.get('size'), s.get('counts')
@@ -397,7 +397,7 @@ def _check_rle(s, aid, im, rep):
         return False
     return True
 
-# %% ../nbs/00_coco.ipynb #e6351932
+# %% ../nbs/00_coco.ipynb #9e3ab370
 def _poly_extent(polys):
     "Bounding box [x, y, w, h] of polygons."
     xs, ys = (polys[0][0::2], polys[0][1::2]) if len(polys) == 1 else \
@@ -418,7 +418,7 @@ def _check_mask(a, aid, im, b, rep):
     if ext and b and not (abs(ext[0]-b[0]) <= tol and abs(ext[1]-b[1]) <= tol and abs(ext[2]-b[2]) <= tol and abs(ext[3]-b[3]) <= tol):
         rep.add('bbox-mismatch', 'annotation', aid, 'bbox', f"bbox {[round(v, 1) for v in b]} but the mask spans {[round(v, 1) for v in ext]}")
 
-# %% ../nbs/00_coco.ipynb #f7f93ccd
+# %% ../nbs/00_coco.ipynb #affaaec1
 def seg_to_rle(s, # a COCO segmentation: polygons, uncompressed RLE or compressed RLE
                h:int, w:int, # image size
               )->dict:
@@ -427,7 +427,14 @@ def seg_to_rle(s, # a COCO segmentation: polygons, uncompressed RLE or compresse
     if isinstance(s.get('counts'), list): return mask_utils.frPyObjects(s, h, w)
     return {'size': s['size'], 'counts': s['counts'].encode() if isinstance(s['counts'], str) else s['counts']}
 
-# %% ../nbs/00_coco.ipynb #60f18ffa
+# %% ../nbs/00_coco.ipynb #994f2536
+def mask_to_rle(m, # a binary (h, w) mask: bool or 0/1, numpy or a CPU tensor
+               )->dict:
+    "The compressed COCO RLE of a binary mask, JSON-ready: `counts` a str, `size` [h, w] as ints."
+    r = mask_utils.encode(np.asfortranarray(np.asarray(m, dtype=np.uint8)))
+    return {'size': [int(v) for v in r['size']], 'counts': r['counts'].decode()}
+
+# %% ../nbs/00_coco.ipynb #e408494b
 def _check_area(a, aid, b, rep):
     "area: present, a positive number, not larger than the bbox."
     ar = a.get('area')
@@ -436,7 +443,7 @@ def _check_area(a, aid, b, rep):
     if b and ar > b[2]*b[3]*1.01 + 1:
         rep.add('area-inconsistent', 'annotation', aid, 'area', f"area {ar:g} exceeds the bbox area {b[2]*b[3]:g}")
 
-# %% ../nbs/00_coco.ipynb #4b687954
+# %% ../nbs/00_coco.ipynb #f1641848
 def _check_annotation(a, aid, imgs, cats, rep):
     "One annotation: references, geometry, crowd flag."
     im = imgs.get(a.get('image_id'))
@@ -450,7 +457,7 @@ def _check_annotation(a, aid, imgs, cats, rep):
     _check_area(a, aid, b, rep)
     if a.get('iscrowd', 0) not in (0, 1): rep.add('iscrowd-invalid', 'annotation', aid, 'iscrowd', f"iscrowd is {a.get('iscrowd')!r}")
 
-# %% ../nbs/00_coco.ipynb #afddff04
+# %% ../nbs/00_coco.ipynb #9f6bc601
 def safe_image_path(root, # the image folder
                     file_name:str, # `file_name` from the COCO file
                    )->Path:
@@ -461,7 +468,7 @@ def safe_image_path(root, # the image folder
         raise CocoError(f"file_name '{file_name}' resolves outside the image folder {root}: refused")
     return p
 
-# %% ../nbs/00_coco.ipynb #7f400668
+# %% ../nbs/00_coco.ipynb #c6967599
 _MODES_OK = {'RGB'}
 
 def _image_problems(path, W, H):
@@ -481,7 +488,7 @@ def _image_problems(path, W, H):
     if mode not in _MODES_OK: out.append(('image-mode', 'file_name', f"{path.name} is mode {mode}"))
     return out
 
-# %% ../nbs/00_coco.ipynb #1ca91dd2
+# %% ../nbs/00_coco.ipynb #966ef668
 def _check_files(imgs, root, rep, workers=None):
     "Every image file: inside `root`, present, decodable, the size the JSON says, RGB."
     todo = []
@@ -494,7 +501,7 @@ def _check_files(imgs, root, rep, workers=None):
         for (iid, *_), probs in zip(todo, ex.map(lambda t: _image_problems(*t[1:]), todo)):
             for code, fld, msg in probs: rep.add(code, 'image', iid, fld, msg)
 
-# %% ../nbs/00_coco.ipynb #9fb47aa9
+# %% ../nbs/00_coco.ipynb #50a79838
 def validate_coco(coco, # path to a COCO file, or a parsed dict
                   image_root=None, # image folder: also check every image file
                   max_per_code:int=1000, # keep at most this many findings of each code (all are counted)
@@ -517,14 +524,14 @@ def validate_coco(coco, # path to a COCO file, or a parsed dict
     if image_root is not None: _check_files(imgs, image_root, rep)
     return rep
 
-# %% ../nbs/00_coco.ipynb #5c0c4cd8
+# %% ../nbs/00_coco.ipynb #c6af29d5
 @dataclass
 class Change:
     "One change made by `repair_coco`."
     kind:str; id:object; action:str; detail:str
     def __str__(self): return f"{self.kind} {self.id}: {self.action} ({self.detail})"
 
-# %% ../nbs/00_coco.ipynb #84a307dc
+# %% ../nbs/00_coco.ipynb #b671e38a
 def _mask_geometry(s, im):
     "(bbox, area) of a valid segmentation, or None."
     h, w = im.get('height'), im.get('width')
@@ -537,14 +544,14 @@ def _mask_geometry(s, im):
     area = float(mask_utils.area(rle))
     return (mask_utils.toBbox(rle).tolist(), area) if area > 0 else None
 
-# %% ../nbs/00_coco.ipynb #630d652d
+# %% ../nbs/00_coco.ipynb #7403dafd
 def _clip_box(b, W, H):
     "Clip an [x, y, w, h] box to a W x H image."
     x0, y0 = min(max(b[0], 0), W), min(max(b[1], 0), H)
     x1, y1 = min(max(b[0]+b[2], 0), W), min(max(b[1]+b[3], 0), H)
     return [x0, y0, x1-x0, y1-y0]
 
-# %% ../nbs/00_coco.ipynb #972c1c06
+# %% ../nbs/00_coco.ipynb #33e6de71
 def _repair_ann(a, im, log):
     "Repair one annotation in place; return False if it must be dropped."
     aid, s = a.get('id'), a.get('segmentation')
@@ -571,7 +578,7 @@ def _repair_ann(a, im, log):
     if a.get('iscrowd', 0) not in (0, 1) or 'iscrowd' not in a: a['iscrowd'] = int(bool(a.get('iscrowd', 0)))
     return True
 
-# %% ../nbs/00_coco.ipynb #1daafb71
+# %% ../nbs/00_coco.ipynb #827ff4e3
 def _write_json_atomic(d, dst):
     "Write `d` as JSON to `dst` through a temporary file and a rename: never a half-written file."
     dst = Path(dst); dst.parent.mkdir(parents=True, exist_ok=True)
@@ -581,7 +588,7 @@ def _write_json_atomic(d, dst):
         os.replace(tmp, dst)
     except BaseException: Path(tmp).unlink(missing_ok=True); raise
 
-# %% ../nbs/00_coco.ipynb #babe5f23
+# %% ../nbs/00_coco.ipynb #33a7c438
 def repair_coco(src, # path to a COCO file (or a dict; it is not modified)
                 dst, # where to write the repaired file; must not be `src`
                )->list:
@@ -605,7 +612,7 @@ def repair_coco(src, # path to a COCO file (or a dict; it is not modified)
     _write_json_atomic(d, dst)
     return log
 
-# %% ../nbs/00_coco.ipynb #30675e4c
+# %% ../nbs/00_coco.ipynb #a282bed3
 def parse_ratios(spec:str)->dict:
     "'train:0.7,val:0.15,test:0.15' → {'train': .7, 'val': .15, 'test': .15}; they must sum to 1."
     try: r = {k.strip(): float(v) for k, v in (p.split(':') for p in spec.split(','))}
@@ -614,7 +621,7 @@ def parse_ratios(spec:str)->dict:
         raise CocoError(f"split '{spec}': ratios must be positive, named, and sum to 1 (they sum to {sum(r.values()):g})")
     return r
 
-# %% ../nbs/00_coco.ipynb #dd6acfd8
+# %% ../nbs/00_coco.ipynb #112fc6dc
 def _stratified_assign(labels, ratios, rng):
     "Iterative stratification: `labels[i]` is the set of classes in image i; returns a split index per image."
     n, r = len(labels), np.array(list(ratios.values()))
@@ -632,7 +639,7 @@ def _stratified_assign(labels, ratios, rng):
     for i in order[out[order] < 0]: s = int(np.argmax(want_n)); out[i] = s; want_n[s] -= 1
     return out
 
-# %% ../nbs/00_coco.ipynb #a805feb7
+# %% ../nbs/00_coco.ipynb #a320c388
 def _subset(d, ids):
     "A COCO dict with the images in `ids`, their annotations, and every category."
     ids = set(ids)
@@ -640,7 +647,7 @@ def _subset(d, ids):
             'images': [i for i in d['images'] if i['id'] in ids],
             'annotations': [a for a in d['annotations'] if a['image_id'] in ids]}
 
-# %% ../nbs/00_coco.ipynb #100d1c19
+# %% ../nbs/00_coco.ipynb #7c7fe577
 def split_coco(coco, # path to a COCO file, or a parsed dict
                ratios, # {'train': .7, 'val': .15, 'test': .15} or 'train:0.7,val:0.15,test:0.15'
                stratify:bool=True, # keep each class's share of images close to the ratios

@@ -9,24 +9,24 @@ __all__ = ['STATS', 'PIPELINES', 'EvalError', 'load_results', 'coco_eval', 'summ
            'load_teachers', 'sam_masks', 'sam_frame_boxes', 'sam_gt_results', 'grounded_results', 'adapters',
            'predict_coco', 'Evaluation', 'score_predictions', 'evaluate', 'write_evaluation']
 
-# %% ../nbs/60_evaluate.ipynb #8a49ab0b
+# %% ../nbs/60_evaluate.ipynb #3ddcdf97
 import contextlib, copy, io, json, math, warnings
 from pathlib import Path
 import numpy as np, torch
 from fastcore.basics import store_attr
 from pycocotools import mask as mask_utils
-from .coco import load_coco, seg_to_rle
+from .coco import load_coco, mask_to_rle, seg_to_rle
 from .data import CocoDataset, DinoPreprocess, make_dataloader, sam_masks_to_original
 from .teachers import TeacherError, load_teacher
 from .train import DinoTask, FeatureCache, SamTask
 
-# %% ../nbs/60_evaluate.ipynb #891420dd
+# %% ../nbs/60_evaluate.ipynb #37c4058a
 class EvalError(ValueError):
     "A results or ground-truth file that cannot be scored: the message names the file, the record and the fix."
 
 STATS = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'AR1', 'AR10', 'AR100', 'ARs', 'ARm', 'ARl')  # COCOeval.stats, in order
 
-# %% ../nbs/60_evaluate.ipynb #a904e0bc
+# %% ../nbs/60_evaluate.ipynb #740109b1
 def _record_problem(r, images:dict, cats:set)->str:
     "What is wrong with COCO result record `r`, or ''."
     if not isinstance(r, dict): return "is not a JSON object"
@@ -43,7 +43,7 @@ def _record_problem(r, images:dict, cats:set)->str:
         return f"segmentation size {seg.get('size')} differs from image {im['id']}'s [{im['height']}, {im['width']}]"
     return ''
 
-# %% ../nbs/60_evaluate.ipynb #c81c7683
+# %% ../nbs/60_evaluate.ipynb #b73feb2b
 def load_results(src, # a COCO results file (a JSON list of detections), or the list itself
                  gt:dict, # the ground truth it is scored against
                  name:str=None)->list:
@@ -58,7 +58,7 @@ def load_results(src, # a COCO results file (a JSON list of detections), or the 
             raise EvalError(f"{name}: record {i} {p}. Fix: score the results against the ground truth they were predicted on")
     return rs
 
-# %% ../nbs/60_evaluate.ipynb #fe0c43ef
+# %% ../nbs/60_evaluate.ipynb #1748e9db
 def _coco(gt:dict):
     "A pycocotools `COCO` index of a ground-truth dict (its printout silenced)."
     from pycocotools.coco import COCO
@@ -81,7 +81,7 @@ def coco_eval(gt, # COCO ground truth: a path or a dict
     with contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO()): e.summarize()
     return e
 
-# %% ../nbs/60_evaluate.ipynb #3a47932f
+# %% ../nbs/60_evaluate.ipynb #5da8b699
 def summarize(e, # a `COCOeval` after `accumulate`, or None (no detections)
               names:list=None)->dict:
     "The 12 COCO numbers by name (`STATS`), and per class its AP and AP50 (`names` in category-id order)."
@@ -91,7 +91,7 @@ def summarize(e, # a `COCOeval` after `accumulate`, or None (no detections)
     per = {n: dict(AP=ap(p[:, :, k, 0, -1]), AP50=ap(p[0, :, k, 0, -1])) for k, n in enumerate(names)}
     return {k: float(v) for k, v in zip(STATS, e.stats)} | dict(per_class=per)
 
-# %% ../nbs/60_evaluate.ipynb #4470ab9c
+# %% ../nbs/60_evaluate.ipynb #7cf18d09
 def score_results(results, # a COCO results file or list
                   gt, # the COCO ground truth: a path or a dict
                   verbose:bool=True)->dict:
@@ -102,7 +102,7 @@ def score_results(results, # a COCO results file or list
     if rs and not types: raise EvalError(f"{results}: some records have only a box, others only a mask. Fix: give every record the same fields")
     return {t: summarize(coco_eval(g, rs, t, verbose), names) for t in types}
 
-# %% ../nbs/60_evaluate.ipynb #b3d42d1f
+# %% ../nbs/60_evaluate.ipynb #335fdf58
 def _state(dev=None):
     "`accelerate`'s process state: under torchrun, on CPUs too (gloo), the distributed group is set up here."
     from accelerate import PartialState
@@ -123,7 +123,7 @@ def teacher_task(folder, # a teacher folder (`save_teacher`), e.g. exp/dino/teac
     t.card, t.folder, t.names, t.cat_ids = card, Path(folder), card['names'], card['cat_ids']
     return t
 
-# %% ../nbs/60_evaluate.ipynb #ddab0829
+# %% ../nbs/60_evaluate.ipynb #29231739
 def load_teachers(src, # an experiment folder (`teacher-lora-train --output`) or one teacher folder
                   dev=None)->dict:
     "The teachers of `src` by name ('dino', 'sam'), ready to evaluate and label."
@@ -135,12 +135,7 @@ def load_teachers(src, # an experiment folder (`teacher-lora-train --output`) or
     if len({tuple(t.cat_ids) for t in ts.values()}) > 1: raise TeacherError(f"{src}: its teachers were trained on different categories")
     return ts
 
-# %% ../nbs/60_evaluate.ipynb #38da1619
-def _rle(m)->dict:
-    "Compressed RLE of a binary (h, w) mask, with a JSON-ready str `counts`."
-    r = mask_utils.encode(np.asfortranarray(np.asarray(m, dtype=np.uint8)))
-    return dict(size=r['size'], counts=r['counts'].decode())
-
+# %% ../nbs/60_evaluate.ipynb #133f2f9f
 @torch.no_grad()
 def sam_masks(task:SamTask, batch, i:int, boxes, # (N, 4) xyxy box prompts of image `i` of `batch`, in SAM's frame
               dev)->tuple:
@@ -150,13 +145,13 @@ def sam_masks(task:SamTask, batch, i:int, boxes, # (N, 4) xyxy box prompts of im
     m = sam_masks_to_original(lg[k, best], batch['sam']['input_size'][i], batch['orig_size'][i], task.pre.size) > 0
     return m.cpu(), iou[k, best].float().cpu()
 
-# %% ../nbs/60_evaluate.ipynb #b7a99b44
+# %% ../nbs/60_evaluate.ipynb #8e2a8344
 def sam_frame_boxes(batch, i:int, xyxy)->torch.Tensor:
     "`xyxy` boxes of image `i` of `batch`, from original pixels to SAM's input frame (its box prompts)."
     (nh, nw), (h, w) = batch['sam']['input_size'][i], batch['orig_size'][i]
     return xyxy * torch.tensor([nw / w, nh / h] * 2)
 
-# %% ../nbs/60_evaluate.ipynb #b3f9d8a0
+# %% ../nbs/60_evaluate.ipynb #a0bf2c5e
 def _gt_instances(gt:dict)->dict:
     "Per image id, its non-crowd annotations in file order: the order `CocoDataset` gives their boxes in."
     out = {}
@@ -173,11 +168,11 @@ def sam_gt_results(task:SamTask, batch, dev, anns:dict)->tuple:
         if not keep: continue
         m, s = sam_masks(task, batch, i, batch['sam']['boxes'][i][keep], dev)
         for mk, sc, x in zip(m.numpy(), s.tolist(), [a[j] for j in keep]):
-            r = _rle(mk); ious.append(float(mask_utils.iou([r], [seg_to_rle(x['segmentation'], h, w)], [0])[0, 0]))
+            r = mask_to_rle(mk); ious.append(float(mask_utils.iou([r], [seg_to_rle(x['segmentation'], h, w)], [0])[0, 0]))
             res.append(dict(image_id=iid, category_id=x['category_id'], segmentation=r, score=sc))
     return res, ious
 
-# %% ../nbs/60_evaluate.ipynb #edfa48d1
+# %% ../nbs/60_evaluate.ipynb #9290d81d
 @torch.no_grad()
 def grounded_results(dino:DinoTask, sam:SamTask, batch, dev, dets:list)->list:
     "DINO → SAM: each detection in `dets` (COCO box results for `batch`) prompts SAM; COCO mask results with the detections' scores."
@@ -187,10 +182,10 @@ def grounded_results(dino:DinoTask, sam:SamTask, batch, dev, dets:list)->list:
         if not d: continue
         xyxy = torch.tensor([[x, y, x + bw, y + bh] for x, y, bw, bh in (r['bbox'] for r in d)])
         m, _ = sam_masks(sam, batch, i, sam_frame_boxes(batch, i, xyxy), dev)
-        out += [dict(image_id=iid, category_id=r['category_id'], segmentation=_rle(mk), bbox=r['bbox'], score=r['score']) for r, mk in zip(d, m.numpy())]
+        out += [dict(image_id=iid, category_id=r['category_id'], segmentation=mask_to_rle(mk), bbox=r['bbox'], score=r['score']) for r, mk in zip(d, m.numpy())]
     return out
 
-# %% ../nbs/60_evaluate.ipynb #e293b0f1
+# %% ../nbs/60_evaluate.ipynb #bd6ad8c5
 @contextlib.contextmanager
 def adapters(teachers:dict, on:bool=True):
     "Run `teachers` with their LoRA adapters enabled (the tuned teachers) or disabled (the base models they started from)."
@@ -199,7 +194,7 @@ def adapters(teachers:dict, on:bool=True):
             for t in teachers.values(): st.enter_context(t.model.disable_adapter())
         yield teachers
 
-# %% ../nbs/60_evaluate.ipynb #f4290a14
+# %% ../nbs/60_evaluate.ipynb #a3054cad
 def predict_coco(teachers:dict, ds:CocoDataset, batch_size:int=2, dev=None, runs=('tuned',))->dict:
     "Per run ('tuned', 'base') and pipeline ('dino', 'sam', 'grounded'): COCO results on `ds`; plus SAM's per-instance IoUs."
     dev, anns = _device(dev), _gt_instances(ds.d)
@@ -217,7 +212,7 @@ def predict_coco(teachers:dict, ds:CocoDataset, batch_size:int=2, dev=None, runs
     for t in teachers.values(): t.cache = FeatureCache('off')
     return out
 
-# %% ../nbs/60_evaluate.ipynb #a6312637
+# %% ../nbs/60_evaluate.ipynb #6de1be9f
 class Evaluation:
     "Base vs tuned teachers on one COCO file: the scorecard `rows`, full `stats`, the results, and the tuned `evals` (for `plot_pr`)."
     def __init__(self, rows:list, stats:dict, results:dict, evals:dict): store_attr()
@@ -229,7 +224,7 @@ class Evaluation:
                                  + (f" | {r['tuned'] - r['base']:+.3f} |" if len(cols) == 2 else ' |') for r in self.rows])
     def _repr_markdown_(self): return repr(self)
 
-# %% ../nbs/60_evaluate.ipynb #7c09828c
+# %% ../nbs/60_evaluate.ipynb #660452d5
 PIPELINES = dict(dino=('Grounding DINO', 'bbox', dict(AP='box AP', AP50='box AP50', AP75='box AP75')),  # the scorecard's rows
                  sam=('SAM, ground-truth boxes', 'segm', dict(AP='mask AP', mIoU='mIoU')),
                  grounded=('DINO → SAM', 'segm', dict(AP='mask AP', AP50='mask AP50')))
@@ -247,7 +242,7 @@ def score_predictions(preds:dict, gt:dict)->Evaluation:
             for k, (title, _, ms) in PIPELINES.items() if k in stats['tuned'] for m, label in ms.items()]
     return Evaluation(rows, stats, preds, evals)
 
-# %% ../nbs/60_evaluate.ipynb #e7a7f134
+# %% ../nbs/60_evaluate.ipynb #ebb78cbc
 def evaluate(teachers, # `load_teachers` output, or an experiment / teacher folder
              ann, # the COCO file to score on (boxes for DINO, masks for SAM)
              image_root, # folder of its images
@@ -266,7 +261,7 @@ def evaluate(teachers, # `load_teachers` output, or an experiment / teacher fold
     if out is not None: write_evaluation(ev, out)
     return ev
 
-# %% ../nbs/60_evaluate.ipynb #e792f1c2
+# %% ../nbs/60_evaluate.ipynb #8088491f
 def write_evaluation(ev:Evaluation, out)->Path:
     "Write the tuned teachers' COCO results (`dino_boxes.json`, `sam_gt_boxes.json`, `grounded_masks.json`) and `evaluation.json`."
     out = Path(out); out.mkdir(parents=True, exist_ok=True)

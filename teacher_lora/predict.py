@@ -7,18 +7,18 @@ Docs: https://teacher-lora.github.io/teacher_lora/predict.html.md"""
 # %% auto #0
 __all__ = ['IMAGE_SUFFIXES', 'choose_thresholds', 'calibrate', 'find_images', 'ImageFolder', 'label_images']
 
-# %% ../nbs/70_predict.ipynb #0daa99d2
+# %% ../nbs/70_predict.ipynb #ada7d3ec
 import json, os, shutil, warnings
 from pathlib import Path
 import numpy as np, torch
 from pycocotools import mask as mask_utils
 from torch.utils.data import Dataset
-from .coco import load_coco, _write_json_atomic
+from .coco import load_coco, mask_to_rle, _write_json_atomic
 from .data import CocoDataset, ImageLoadError, read_image, make_dataloader
 from .teachers import TeacherError
 from .evaluate import load_teachers, coco_eval, predict_coco, sam_masks, sam_frame_boxes, _device, _state
 
-# %% ../nbs/70_predict.ipynb #a3bdf0e2
+# %% ../nbs/70_predict.ipynb #0b336381
 def _matches(e, iou:float)->dict:
     "Per category id: (scores, true-positive flags) of its non-ignored detections, and its number of ground-truth objects, from `COCOeval.evalImgs`."
     t, out = int(np.argmin(np.abs(e.params.iouThrs - iou))), {}
@@ -30,7 +30,7 @@ def _matches(e, iou:float)->dict:
         n[0] += int((~np.asarray(r['gtIgnore'], bool)).sum())
     return {c: (np.array(s), np.array(tp, bool), n[0]) for c, (s, tp, n) in out.items()}
 
-# %% ../nbs/70_predict.ipynb #f2fe8dc3
+# %% ../nbs/70_predict.ipynb #76fc1733
 def _threshold(scores, tp, n_gt:int, precision:float)->dict:
     "The lowest score whose detections reach `precision` (else the one of best precision), with its precision and recall."
     if not len(scores): return dict(score=1.0, precision=0., recall=0., reached=False)
@@ -41,7 +41,7 @@ def _threshold(scores, tp, n_gt:int, precision:float)->dict:
     i = ok[-1] if len(ok) else np.flatnonzero(last)[np.argmax(prec[last])]
     return dict(score=float(s[i]), precision=float(prec[i]), recall=float(rec[i]), reached=bool(len(ok)))
 
-# %% ../nbs/70_predict.ipynb #12ffe922
+# %% ../nbs/70_predict.ipynb #d9b5ad83
 def choose_thresholds(gt:dict, # the validation ground truth
                       results:list, # COCO box results on it
                       precision:float=0.9, # the precision each class should reach
@@ -51,7 +51,7 @@ def choose_thresholds(gt:dict, # the validation ground truth
     m = _matches(e, iou) if e is not None else {}
     return {c['name']: _threshold(*m.get(c['id'], (np.zeros(0), np.zeros(0, bool), 0)), precision) for c in sorted(gt['categories'], key=lambda c: c['id'])}
 
-# %% ../nbs/70_predict.ipynb #cf5be791
+# %% ../nbs/70_predict.ipynb #ec558d00
 def _update_card(folder, **kw):
     "Add `kw` to the teacher card in `folder` (rewritten atomically)."
     p = Path(folder)/'teacher_card.json'
@@ -70,7 +70,7 @@ def calibrate(exp, # an experiment folder (or `load_teachers` output) with a Gro
     ts['dino'].card |= dict(thresholds=th, threshold_precision=precision)
     return th
 
-# %% ../nbs/70_predict.ipynb #9aafd907
+# %% ../nbs/70_predict.ipynb #bc317950
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 
 def find_images(src)->tuple:
@@ -83,7 +83,7 @@ def find_images(src)->tuple:
         root = Path(os.path.commonpath([p.parent for p in files])) if files else Path('.')
     return root, [p.relative_to(root).as_posix() for p in files]
 
-# %% ../nbs/70_predict.ipynb #474e67f9
+# %% ../nbs/70_predict.ipynb #d410bfd2
 class ImageFolder(Dataset):
     "Unlabelled images as `CocoDataset`-style items for the teachers' preprocessors; an unreadable image gives None (with a warning)."
     def __init__(self, root, files:list, preprocess=()): self.root, self.files, self.preprocess = Path(root), list(files), list(preprocess)
@@ -96,7 +96,7 @@ class ImageFolder(Dataset):
         tgt = dict(boxes=tv_tensors.BoundingBoxes(torch.zeros(0, 4), format='XYXY', canvas_size=(h, w)), labels=torch.zeros(0, dtype=torch.long))
         return dict(image=tv_tensors.Image(img), image_id=i, file=str(self.root/self.files[i]), orig_size=(h, w), target=tgt) | {p.name: p(img, tgt) for p in self.preprocess}
 
-# %% ../nbs/70_predict.ipynb #f4f3f1ce
+# %% ../nbs/70_predict.ipynb #ec7303b6
 def _label_batch(ts:dict, b, dev, thresholds:dict, nms_iou:float=.5)->list:
     "Per image of batch `b`: its annotations (class-thresholded, NMS'd DINO boxes, with SAM's RLE masks when there is a SAM teacher)."
     from torchvision.ops import batched_nms
@@ -110,18 +110,18 @@ def _label_batch(ts:dict, b, dev, thresholds:dict, nms_iou:float=.5)->list:
         out.append([_annotation(x, None if masks is None else masks[j].numpy()) for j, x in enumerate(r)])
     return out
 
-# %% ../nbs/70_predict.ipynb #03cd7115
+# %% ../nbs/70_predict.ipynb #c3caa112
 def _annotation(det:dict, mask=None)->dict:
     "A COCO annotation from a detection: with a mask, its RLE, and bbox and area taken from the mask; None if empty."
     if mask is None:
         x, y, w, h = det['bbox']
         return None if w < 1 or h < 1 else dict(category_id=det['category_id'], bbox=det['bbox'], area=w * h, score=det['score'], iscrowd=0)
     if not mask.any(): return _annotation(det)
-    r = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    r = mask_to_rle(mask)
     return dict(category_id=det['category_id'], bbox=[float(v) for v in mask_utils.toBbox(r)], area=float(mask_utils.area(r)), score=det['score'],
-                segmentation=dict(size=r['size'], counts=r['counts'].decode()), iscrowd=0)
+                segmentation=r, iscrowd=0)
 
-# %% ../nbs/70_predict.ipynb #9e3dd0af
+# %% ../nbs/70_predict.ipynb #6db6cb0b
 def _done(out:Path, parts:Path)->dict:
     "The images already labelled, by file name: from a finished `out` and the part files of an interrupted run."
     done = {}
@@ -136,7 +136,7 @@ def _done(out:Path, parts:Path)->dict:
             done[rec['file_name']] = rec
     return done
 
-# %% ../nbs/70_predict.ipynb #a932d4e2
+# %% ../nbs/70_predict.ipynb #87ab0ba1
 def _write_labels(done:dict, cats:list, out:Path)->dict:
     "Write the labelled images as one COCO file (image ids in file-name order), atomically."
     images, anns = [], []
@@ -146,7 +146,7 @@ def _write_labels(done:dict, cats:list, out:Path)->dict:
     d = dict(info=dict(description='teacher_lora auto-labels'), licenses=[], images=images, annotations=anns, categories=cats)
     _write_json_atomic(d, out); return d
 
-# %% ../nbs/70_predict.ipynb #bf83fecf
+# %% ../nbs/70_predict.ipynb #353ef727
 def _class_thresholds(d, thresholds:dict=None)->dict:
     "Score threshold per category id: given per class name, else the card's calibrated one, else the teacher's `box_threshold`."
     th, cal = thresholds or {}, d.card.get('thresholds', {})
@@ -158,7 +158,7 @@ def _append(path:Path):
     if f.tell() and (f.seek(f.tell() - 1), f.read(1))[1] != '\n': f.write('\n')
     return f
 
-# %% ../nbs/70_predict.ipynb #f5902cfb
+# %% ../nbs/70_predict.ipynb #1502ad94
 def _label_shard(ts:dict, ds:ImageFolder, part:Path, th:dict, batch_size:int, workers:int, dev, bar:dict):
     "Label the images of `ds`, appending one JSON line per image to `part` as soon as it is done."
     from tqdm.auto import tqdm
@@ -168,7 +168,7 @@ def _label_shard(ts:dict, ds:ImageFolder, part:Path, th:dict, batch_size:int, wo
             for i, (h, w), anns in zip(b['image_id'], b['orig_size'], _label_batch(ts, b, dev, th)):
                 f.write(json.dumps(dict(file_name=ds.files[i], width=w, height=h, annotations=[a for a in anns if a])) + '\n'); f.flush()
 
-# %% ../nbs/70_predict.ipynb #c63a06d0
+# %% ../nbs/70_predict.ipynb #8eb59eac
 def label_images(teachers, # `load_teachers` output, or an experiment / teacher folder
                  images, # a folder (searched recursively) or a list of image paths
                  out, # the COCO JSON to write (`file_name`s relative to the image folder)
