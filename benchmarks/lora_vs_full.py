@@ -4,7 +4,7 @@
 
 Side by side, in one run, from the same pretrained weights (`load_dino/load_sam('tiny-pretrained')`), on the same
 target-domain data, with the same loop, steps and schedule: zero-shot; LoRA r = 4, 8, 16 (the library's decoder
-targets); the decoder fully trained; the whole model fully trained (Grounding DINO's MiniLM text encoder stays frozen,
+targets); the decoder fully trained; the whole model fully trained (Grounding DINO's text encoder stays frozen,
 as in every mode). Each run is a fresh subprocess, so its peak memory is its own. Metrics are pycocotools' through the
 library's `predict_coco` / `score_predictions`, on held-out target images.
 """
@@ -49,8 +49,9 @@ def base_model(teacher, init):
         torch.manual_seed(0); return build_sam(**tiny_card('sam')['config'])
     if init == 'pretrained': return load_dino('tiny-pretrained')[0]
     from transformers import GroundingDinoConfig, GroundingDinoForObjectDetection
-    from teacher_lora.pretrained import with_minilm
-    torch.manual_seed(0); return with_minilm(GroundingDinoForObjectDetection(GroundingDinoConfig.from_dict(tiny_card('grounding_dino')['config'])))
+    from teacher_lora.pretrained import uses_minilm, with_minilm
+    cfg = GroundingDinoConfig.from_dict(tiny_card('grounding_dino')['config'])
+    torch.manual_seed(0); m = GroundingDinoForObjectDetection(cfg); return with_minilm(m) if uses_minilm(cfg) else m
 
 
 def prepare(model, teacher, mode):
@@ -82,13 +83,14 @@ def finetune(teacher, mode, init, train_ann, test_ann, epochs, batch_size, seed=
     n_train, secs, peak, before = sum(p.numel() for p in params), 0., 0., rss_mb()
     if params:
         ds = CocoDataset(train_ann, Path(train_ann).parent/'images', masks=teacher == 'sam', preprocess=[pre])
-        steps = epochs * -(-len(ds) // batch_size)
+        loader = lambda ep: make_dataloader(ds, batch_size, shuffle=True, seed=seed * 1000 + ep, num_workers=0, by_size=teacher == 'dino')  # unpadded, as predicted
+        steps = epochs * len(loader(0))  # by size: a partial batch per image size
         opt = torch.optim.AdamW(params, lr=LR['lora' if mode.startswith('lora') else 'full'], weight_decay=0.01)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=opt.param_groups[0]['lr'], total_steps=steps, pct_start=.05, anneal_strategy='cos')
         pms = split_prompts(names)
         before = rss_mb(); reset_peak(); t0 = time.time(); model.train()
         for ep in range(epochs):
-            for b in make_dataloader(ds, batch_size, shuffle=True, seed=seed * 1000 + ep, num_workers=0):
+            for b in loader(ep):
                 x = pre.to_model(b)
                 if teacher == 'sam': loss = sam_pretrain_loss(model, x, b['sam']['boxes'], b['sam']['masks'], noise=0.)
                 else: loss = sum(model(**dino_inputs(x['pixel_values'], x['pixel_mask'], pm), labels=[_prompt_labels(l, pm, 'cpu') for l in b['dino']['labels']]).loss
@@ -124,6 +126,7 @@ def main():
     ap.add_argument('--train-images', type=int, default=64); ap.add_argument('--epochs', type=int, default=8)
     ap.add_argument('--threads', type=int, default=2)
     ap.add_argument('--json', default='benchmarks/results/lora_vs_full.json', help='where the table is written as JSON')
+    ap.add_argument('--teachers', default='sam,dino', help="run these teachers; the other's rows are kept from --json (same settings)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     if a.one: print(json.dumps(finetune(*json.loads(a.one)))); return
@@ -131,8 +134,11 @@ def main():
     work = Path(a.work)
     train = shapes_domain(work/'target_train', a.train_images, 'target', seed=300)
     test = shapes_domain(work/'target_test', 48, 'target', seed=200)  # the pretraining script's target split
+    run = a.teachers.split(',')
+    kept = [r for r in json.loads(Path(a.json).read_text())['rows'] if r['teacher'] not in run] if Path(a.json).is_file() else []
     rows = []
     for teacher in TEACHERS:
+        if teacher not in run: rows += [r for r in kept if r['teacher'] == teacher]; print(f"{teacher}: rows kept from {a.json}"); continue
         for mode in MODES:
             r = run_sub(teacher, mode, 'pretrained', train, test, a.epochs, 4); rows.append(r)
             print(f"{teacher:5} {mode:10} {json.dumps(r['metrics'])}  trainable {r['trainable']:,}  {r['seconds']:.0f}s  peak {r['peak_mb']:.0f} MB (before training {r['before_mb']:.0f})", flush=True)

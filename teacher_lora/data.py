@@ -8,9 +8,10 @@ Docs: https://teacher-lora.github.io/teacher_lora/data.html.md"""
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'SAM_MEAN', 'SAM_STD', 'ImageLoadError', 'read_image', 'decode_masks', 'resize_masks',
            'Segmentations', 'mask_iou', 'CocoDataset', 'fit_images', 'dino_input_size', 'DinoPreprocess',
            'dino_boxes_to_original', 'sam_input_size', 'masks_to_frame', 'SamPreprocess', 'sam_masks_to_original',
-           'sam_boxes_to_original', 'Batch', 'collate', 'make_dataloader', 'default_augment', 'show_sample']
+           'sam_boxes_to_original', 'Batch', 'collate', 'size_batches', 'make_dataloader', 'default_augment',
+           'show_sample']
 
-# %% ../nbs/10_data.ipynb #1cf08a98
+# %% ../nbs/10_data.ipynb #1f5ba6dc
 import functools, math, warnings
 from pathlib import Path
 import numpy as np, torch
@@ -24,11 +25,11 @@ import torchvision.transforms.v2.functional as TF
 from fastcore.basics import patch, store_attr
 from .coco import CocoError, inspect_dataset, load_coco, safe_image_path, seg_to_rle
 
-# %% ../nbs/10_data.ipynb #7ec3a17a
+# %% ../nbs/10_data.ipynb #c7e76b1a
 class ImageLoadError(RuntimeError):
     "An image file that is missing or cannot be decoded; the message names the file and the fix."
 
-# %% ../nbs/10_data.ipynb #f9ec502c
+# %% ../nbs/10_data.ipynb #0e75958f
 def _to_rgb8(im:Image.Image)->Image.Image:
     "8-bit RGB from any Pillow mode: 16/32-bit grayscale is scaled (not clipped), palette and alpha dropped."
     if im.mode in ('I;16', 'I;16B', 'I;16L', 'I', 'F'):
@@ -37,7 +38,7 @@ def _to_rgb8(im:Image.Image)->Image.Image:
         im = Image.fromarray(np.clip(a / top * 255 + .5, 0, 255).astype(np.uint8))
     return im if im.mode == 'RGB' else im.convert('RGB')
 
-# %% ../nbs/10_data.ipynb #9ed8f6e4
+# %% ../nbs/10_data.ipynb #c28f7fbe
 def read_image(path)->Image.Image:
     "Open `path` as 8-bit RGB with its EXIF orientation applied; `ImageLoadError` names the file if it can't."
     try:
@@ -49,7 +50,7 @@ def read_image(path)->Image.Image:
         raise ImageLoadError(f"{path}: cannot decode image ({type(e).__name__}: {e}). Fix: re-export the file or drop it "
                              "(teacher-lora-validate --images finds all such files)") from None
 
-# %% ../nbs/10_data.ipynb #8bd5b957
+# %% ../nbs/10_data.ipynb #b119121c
 def _image_targets(d, cat2idx):
     "Per image id: boxes (xyxy), labels, iscrowd and segmentations, as compact arrays built once."
     by_img = {}
@@ -63,7 +64,7 @@ def _image_targets(d, cat2idx):
                         segs=[a.get('segmentation') for a in anns])
     return out
 
-# %% ../nbs/10_data.ipynb #90b4f8e9
+# %% ../nbs/10_data.ipynb #1e7ba75b
 def decode_masks(segs, # COCO segmentations (polygons, RLE or uncompressed RLE)
                  h:int, w:int, # image size
                 )->np.ndarray:
@@ -72,7 +73,7 @@ def decode_masks(segs, # COCO segmentations (polygons, RLE or uncompressed RLE)
     m = mask_utils.decode([seg_to_rle(s, h, w) for s in segs])  # (h, w, N), Fortran order
     return m.transpose(2, 0, 1)  # a strided view, no copy
 
-# %% ../nbs/10_data.ipynb #9ea266f1
+# %% ../nbs/10_data.ipynb #fd2edf5f
 @functools.lru_cache(maxsize=4096)
 def _nearest(n_in:int, n_out:int)->np.ndarray:
     "Source index of each of `n_out` pixels resized nearest-exact from `n_in` (rounded as `F.interpolate` rounds)."
@@ -86,7 +87,7 @@ def resize_masks(masks, # (N, H, W) masks on the CPU: an array or tensor, any dt
     m = np.asarray(masks)
     return torch.from_numpy(m[:, :, _nearest(m.shape[2], w)][:, _nearest(m.shape[1], h)])
 
-# %% ../nbs/10_data.ipynb #48e6a705
+# %% ../nbs/10_data.ipynb #ad333014
 class Segmentations:
     "An image's COCO segmentations, decoded on demand: at the image's size, or straight into a smaller frame."
     def __init__(self, segs, # COCO segmentations (polygons, RLE or uncompressed RLE), one per instance
@@ -97,7 +98,7 @@ class Segmentations:
         "(N, h, w) uint8 masks at the image's size, as pycocotools' `annToMask` gives them."
         return tv_tensors.Mask(torch.from_numpy(decode_masks(self.segs, self.h, self.w)))
 
-# %% ../nbs/10_data.ipynb #c2b8957f
+# %% ../nbs/10_data.ipynb #11398b0e
 def _transposed_polygons(seg, sx:float, sy:float)->list:
     "A polygon segmentation scaled by (`sx`, `sy`) and mirrored in the diagonal: each (x, y) becomes (y * sy, x * sx)."
     return [[v for x, y in zip(p[::2], p[1::2]) for v in (y * sy, x * sx)] for p in seg]
@@ -114,13 +115,13 @@ def resized(self:Segmentations, h:int, w:int)->torch.Tensor:
     out[poly], out[rle] = m, resize_masks(decode_masks([self.segs[i] for i in rle], self.h, self.w), h, w)
     return torch.from_numpy(out)
 
-# %% ../nbs/10_data.ipynb #f45ba6e3
+# %% ../nbs/10_data.ipynb #e4ada3e2
 def mask_iou(a, b)->torch.Tensor:
     "IoU of two stacks of binary masks, pairwise along the first dimension."
     a, b = a.bool().flatten(1), b.bool().flatten(1)
     return (a & b).sum(1) / (a | b).sum(1).clamp(min=1)
 
-# %% ../nbs/10_data.ipynb #298781d4
+# %% ../nbs/10_data.ipynb #9e836879
 class CocoDataset(Dataset):
     "One item per image of a COCO file: RGB image and its instances as `tv_tensors`, optionally preprocessed."
     def __init__(self, ann, # COCO file or dict (validated: see `teacher_lora.coco.validate_coco`)
@@ -139,7 +140,7 @@ class CocoDataset(Dataset):
         self.names, self._paths = self.info.names, {}  # resolved, checked image paths, filled on first use
     def __len__(self): return len(self.images)
 
-# %% ../nbs/10_data.ipynb #da5382c2
+# %% ../nbs/10_data.ipynb #26ff44d3
 @patch
 def _raw_target(self:CocoDataset, rec, h, w):
     "The instances of image `rec` in an (h, w) frame, masks as lazy `Segmentations`; crowd dropped unless `self.crowd`."
@@ -151,7 +152,7 @@ def _raw_target(self:CocoDataset, rec, h, w):
     if self.masks: tgt['segmentations'] = Segmentations([s for s, k in zip(t['segs'], keep) if k], h, w)
     return tgt
 
-# %% ../nbs/10_data.ipynb #1d850bee
+# %% ../nbs/10_data.ipynb #015d6f05
 @patch
 def _load(self:CocoDataset, i):
     "Image i as a uint8 `tv_tensors.Image`, or None (with a warning) if unreadable and `skip_bad_images`."
@@ -164,7 +165,7 @@ def _load(self:CocoDataset, i):
         if not self.skip: raise ImageLoadError(msg) from None
         warnings.warn(f"skipping {msg}"); return None
 
-# %% ../nbs/10_data.ipynb #4a862981
+# %% ../nbs/10_data.ipynb #3b35b497
 @patch
 def __getitem__(self:CocoDataset, i):
     "Item i: {'image', 'image_id', 'file', 'orig_size', 'target'} and one entry per preprocessor."
@@ -180,7 +181,7 @@ def __getitem__(self:CocoDataset, i):
     if self.preprocess: tgt.pop('masks', None), tgt.pop('segmentations', None)
     return item | dict(image=img)
 
-# %% ../nbs/10_data.ipynb #621b23a2
+# %% ../nbs/10_data.ipynb #c700b067
 def fit_images(images, # (B, 3, H, W) uint8 batch, each image at the top-left of its slot
                sizes, # (h, w) of each image in `images`
                out_sizes, # (h, w) to resize each image to
@@ -197,7 +198,7 @@ def fit_images(images, # (B, 3, H, W) uint8 batch, each image at the top-left of
         out[i, :, :oh, :ow], valid[i, :oh, :ow] = (x.float() - m) / s, 1
     return out, valid
 
-# %% ../nbs/10_data.ipynb #4e552041
+# %% ../nbs/10_data.ipynb #6d53b7ee
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 def dino_input_size(h:int, w:int, shortest:int=800, longest:int=1333)->tuple:
@@ -207,7 +208,7 @@ def dino_input_size(h:int, w:int, shortest:int=800, longest:int=1333)->tuple:
     if nl > longest: ns, nl = int(longest * ns / nl), longest
     return (ns, nl) if h <= w else (nl, ns)
 
-# %% ../nbs/10_data.ipynb #a85088ce
+# %% ../nbs/10_data.ipynb #68fafc9d
 class DinoPreprocess:
     "Grounding DINO: relative `cxcywh` box targets per item; resized, normalised pixels on the device."
     name = 'dino'
@@ -224,7 +225,7 @@ class DinoPreprocess:
                             [v * 255 for v in self.mean], [v * 255 for v in self.std])
         return dict(pixel_values=pv, pixel_mask=pm)
 
-# %% ../nbs/10_data.ipynb #836c85aa
+# %% ../nbs/10_data.ipynb #9e23bf3d
 def dino_boxes_to_original(boxes, # (N, 4) relative `cxcywh`, as Grounding DINO predicts them
                            orig_size, # (h, w) of the original image
                           )->torch.Tensor:
@@ -232,7 +233,7 @@ def dino_boxes_to_original(boxes, # (N, 4) relative `cxcywh`, as Grounding DINO 
     h, w = orig_size
     return box_convert(boxes, 'cxcywh', 'xyxy') * torch.tensor([w, h, w, h], dtype=boxes.dtype, device=boxes.device)
 
-# %% ../nbs/10_data.ipynb #0a13cb56
+# %% ../nbs/10_data.ipynb #fd1fa455
 SAM_MEAN, SAM_STD = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
 
 def sam_input_size(h:int, w:int, size:int=1024)->tuple:
@@ -240,7 +241,7 @@ def sam_input_size(h:int, w:int, size:int=1024)->tuple:
     s = size / max(h, w)
     return int(h * s + .5), int(w * s + .5)
 
-# %% ../nbs/10_data.ipynb #a63eafaa
+# %% ../nbs/10_data.ipynb #b66d19b8
 def masks_to_frame(masks, # (N, h, w) binary masks in the original image, or their `Segmentations`
                    input_size, # (h, w) of the image inside SAM's square frame
                    size:int=1024, # the frame's side
@@ -254,7 +255,7 @@ def masks_to_frame(masks, # (N, h, w) binary masks in the original image, or the
     out[:, :nh, :nw] = m  # bottom and right stay 0: padding
     return torch.from_numpy(out)
 
-# %% ../nbs/10_data.ipynb #ba82fe2b
+# %% ../nbs/10_data.ipynb #d5f62882
 class SamPreprocess:
     "SAM: box prompts and masks in SAM's square frame per item; resized, normalised, padded pixels on the device."
     name = 'sam'
@@ -272,7 +273,7 @@ class SamPreprocess:
         "The image encoder's (B, 3, size, size) input from a collated batch on its device."
         return fit_images(batch['image'], batch['orig_size'], batch['sam']['input_size'], self.mean, self.std, (self.size,)*2)[0]
 
-# %% ../nbs/10_data.ipynb #03c18eea
+# %% ../nbs/10_data.ipynb #6954bfb3
 def sam_masks_to_original(masks, # (..., r, r) mask logits or probabilities in the padded square frame
                           input_size, # (h, w) of the resized image inside the frame (`SamPreprocess` gives it)
                           orig_size, # (h, w) of the original image
@@ -292,7 +293,7 @@ def sam_boxes_to_original(boxes, input_size, orig_size)->torch.Tensor:
     (nh, nw), (h, w) = input_size, orig_size
     return boxes * torch.tensor([w / nw, h / nh, w / nw, h / nh], dtype=boxes.dtype, device=boxes.device)
 
-# %% ../nbs/10_data.ipynb #74566610
+# %% ../nbs/10_data.ipynb #b624165a
 def _pad_images(xs):
     "Stack (3, h, w) uint8 images into one (B, 3, H, W) channels-last batch, each at the top-left of its slot."
     out = np.zeros((len(xs), max(x.shape[1] for x in xs), max(x.shape[2] for x in xs), 3), np.uint8)
@@ -303,7 +304,7 @@ def _per_image(xs):
     "A teacher's per-item entries as lists: instance counts differ between images."
     return {k: [x[k] for x in xs] for k in xs[0]}
 
-# %% ../nbs/10_data.ipynb #41ad77cd
+# %% ../nbs/10_data.ipynb #fe42ace6
 def _nest_map(f, x, kind=torch.Tensor):
     "Apply `f` to every `kind` leaf of a nest of dicts, lists and tuples."
     if isinstance(x, kind): return f(x)
@@ -318,7 +319,7 @@ def _view(buf, offset:int, dtype, shape, stride)->torch.Tensor:
     "A tensor of `dtype`, `shape` and `stride` on the bytes of uint8 `buf` from `offset` (a multiple of 8)."
     return buf[offset:].view(dtype).as_strided(shape, stride)
 
-# %% ../nbs/10_data.ipynb #daee2133
+# %% ../nbs/10_data.ipynb #1aba1d49
 def _pack(x):
     "Nest `x` as (one shared-memory byte buffer, a spec per tensor, `x` with a `_Slot` for each tensor)."
     ts = {}
@@ -334,7 +335,7 @@ def _pack(x):
         specs.append((o, p.dtype, p.shape, stride, like))
     return buf, specs, skel
 
-# %% ../nbs/10_data.ipynb #b2de555c
+# %% ../nbs/10_data.ipynb #615d129b
 def _unpack(buf, specs, skel):
     "The batch `_pack` packed, each tensor now a view of `buf`."
     ts = [_view(buf, o, dt, sh, st) for o, dt, sh, st, _ in specs]
@@ -346,7 +347,7 @@ class Batch(dict):
     def __reduce__(self): return _unpack, _pack(dict(self))
     def __copy__(self): return Batch(self)  # shallow, as a dict's: `pin_memory` copies each batch
 
-# %% ../nbs/10_data.ipynb #ea6cb196
+# %% ../nbs/10_data.ipynb #f7d9003a
 def collate(items:list)->dict:
     "A `Batch` of `CocoDataset` items of any sizes and instance counts; drops skipped (None) items."
     items = [i for i in items if i is not None]
@@ -356,19 +357,33 @@ def collate(items:list)->dict:
     if items: out['image'] = _pad_images([i['image'].as_subclass(torch.Tensor) for i in items])
     return Batch(out)
 
-# %% ../nbs/10_data.ipynb #cf75e487
+# %% ../nbs/10_data.ipynb #f7caa302
 def _seed_worker(worker_id):
     "Seed numpy in a loader worker from torch's per-worker seed, so augmentation is reproducible."
     np.random.seed(torch.initial_seed() % 2**32)
 
-def make_dataloader(ds:Dataset, batch_size:int=2, shuffle:bool=True, num_workers:int=0, seed:int=0,
-                    drop_last:bool=False)->DataLoader:
-    "A `DataLoader` with `collate`, seeded shuffling, and pinned memory when CUDA is present."
-    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, collate_fn=collate,
-                      pin_memory=torch.cuda.is_available(), drop_last=drop_last, worker_init_fn=_seed_worker,
-                      generator=torch.Generator().manual_seed(seed), persistent_workers=num_workers > 0)
+def size_batches(ds:Dataset, # a `CocoDataset` (its `images` records give the sizes)
+                 batch_size:int, shuffle:bool=True, seed:int=0, drop_last:bool=False)->list:
+    "Batches of indices whose images all have one size: shuffled within each size, then across batches, by `seed`."
+    groups = {}
+    for i, r in enumerate(ds.images): groups.setdefault((r['height'], r['width']), []).append(i)
+    g = torch.Generator().manual_seed(seed)
+    perm = lambda n: torch.randperm(n, generator=g) if shuffle else torch.arange(n)
+    chunks = [c.tolist() for k in sorted(groups) for c in torch.tensor(groups[k])[perm(len(groups[k]))].split(batch_size)]
+    chunks = [c for c in chunks if len(c) == batch_size or not drop_last]
+    return [chunks[i] for i in perm(len(chunks))]
 
-# %% ../nbs/10_data.ipynb #508522ae
+def make_dataloader(ds:Dataset, batch_size:int=2, shuffle:bool=True, num_workers:int=0, seed:int=0,
+                    drop_last:bool=False,
+                    by_size:bool=False, # batches of one image size (`size_batches`): nothing is padded
+                   )->DataLoader:
+    "A `DataLoader` with `collate`, seeded shuffling, and pinned memory when CUDA is present."
+    kw = dict(num_workers=num_workers, collate_fn=collate, pin_memory=torch.cuda.is_available(), worker_init_fn=_seed_worker,
+              persistent_workers=num_workers > 0)
+    if by_size: return DataLoader(ds, batch_sampler=size_batches(ds, batch_size, shuffle, seed, drop_last), **kw)
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, generator=torch.Generator().manual_seed(seed), **kw)
+
+# %% ../nbs/10_data.ipynb #e8b7ae59
 def default_augment(flip:float=0.5, # probability of a horizontal flip
                     scale=(0.8, 1.2), # zoom range (objects grow or shrink inside the same canvas)
                     colour:float=0.2, # brightness/contrast/saturation jitter
@@ -378,7 +393,7 @@ def default_augment(flip:float=0.5, # probability of a horizontal flip
                        v2.ColorJitter(colour, colour, colour),
                        v2.SanitizeBoundingBoxes(labels_getter=lambda x: (x[1]['labels'], x[1]['iscrowd']))])
 
-# %% ../nbs/10_data.ipynb #a75ab66d
+# %% ../nbs/10_data.ipynb #3849eaad
 def show_sample(ds:CocoDataset, i:int, ax=None, alpha:float=0.45, width:int=2):
     "Draw item `i` of `ds`: masks, boxes and class names over the image."
     import matplotlib.pyplot as plt
