@@ -13,13 +13,12 @@ import torch
 
 warnings.filterwarnings('ignore', category=FutureWarning)
 sys.path.insert(0, str(Path(__file__).parent))
-from pretrain_tiny import DATA, DINO_SIDE
+from pretrain_tiny import DATA, DINO_SIDE, predict
 from teacher_lora.data import CocoDataset, DinoPreprocess, make_dataloader
-from teacher_lora.evaluate import predict_coco
-from teacher_lora.pretrained import load_tiny, tiny_card
+from teacher_lora.pretrained import tiny_card
 from teacher_lora.teachers import PromptMap, dino_inputs
-from teacher_lora.test_utils import DOMAINS, shapes_domain
-from teacher_lora.train import DinoTask, FeatureCache, coco_box_ap
+from teacher_lora.test_utils import shapes_domain
+from teacher_lora.train import coco_box_ap
 
 
 def agnostic_ap50(gt, res):
@@ -41,10 +40,7 @@ def class_token_cosine(model, ann):
 
 def score(folder, ann):
     "AP50, class-agnostic AP50 and class-token cosine of the DINO stored in `folder`, on `ann` (its own classes as prompt)."
-    m = load_tiny('grounding_dino', folder); gt = json.loads(ann.read_text())
-    names, ids = [c['name'] for c in gt['categories']], [c['id'] for c in gt['categories']]
-    pre = DinoPreprocess(*DINO_SIDE)
-    res = predict_coco({'dino': DinoTask(m, FeatureCache('off'), names, ids, pre)}, CocoDataset(ann, ann.parent/'images', preprocess=[pre]), 4, 'cpu')['tuned']['dino']
+    m, gt, res = predict('grounding_dino', folder, ann); res = res['tuned']['dino']
     return {'box AP50': round(coco_box_ap(gt, res)['ap50'], 4), 'class-agnostic AP50': round(agnostic_ap50(gt, res), 4),
             'class-token cosine': round(class_token_cosine(m, ann), 3)}
 

