@@ -48,10 +48,9 @@ def base_model(teacher, init):
         from teacher_lora.teachers import build_sam
         torch.manual_seed(0); return build_sam(**tiny_card('sam')['config'])
     if init == 'pretrained': return load_dino('tiny-pretrained')[0]
-    from transformers import GroundingDinoConfig, GroundingDinoForObjectDetection
-    from teacher_lora.pretrained import uses_minilm, with_minilm
-    cfg = GroundingDinoConfig.from_dict(tiny_card('grounding_dino')['config'])
-    torch.manual_seed(0); m = GroundingDinoForObjectDetection(cfg); return with_minilm(m) if uses_minilm(cfg) else m
+    from transformers import GroundingDinoConfig
+    from teacher_lora.pretrained import fresh_tiny_dino
+    torch.manual_seed(0); return fresh_tiny_dino(GroundingDinoConfig.from_dict(tiny_card('grounding_dino')['config']))
 
 
 def prepare(model, teacher, mode):

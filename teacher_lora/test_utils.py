@@ -8,7 +8,7 @@ Docs: https://teacher-lora.github.io/teacher_lora/test_utils.html.md"""
 __all__ = ['SHAPE_COLOURS', 'TARGET_COLOURS', 'DOMAINS', 'tiny_coco', 'write_coco', 'broken_coco_corpus', 'shapes_dataset',
            'shapes_domain', 'tiny_dino', 'tiny_sam', 'perturbed_results']
 
-# %% ../nbs/90_test_utils.ipynb #b592e797
+# %% ../nbs/90_test_utils.ipynb #885acda7
 import copy, json
 from pathlib import Path
 import numpy as np
@@ -16,14 +16,14 @@ from PIL import Image, ImageDraw
 from pycocotools import mask as mask_utils
 from .coco import mask_to_rle, seg_to_rle
 
-# %% ../nbs/90_test_utils.ipynb #133b2833
+# %% ../nbs/90_test_utils.ipynb #df821318
 def _circle_rle(cx, cy, r, h, w):
     "A circle as a compressed COCO RLE (counts as str, like a JSON file holds it)."
     yy, xx = np.mgrid[:h, :w]
     m = ((xx-cx)**2 + (yy-cy)**2 <= r*r).astype(np.uint8)
     return mask_to_rle(m)
 
-# %% ../nbs/90_test_utils.ipynb #32900297
+# %% ../nbs/90_test_utils.ipynb #928bf3d9
 def tiny_coco()->dict:
     "A small valid COCO dict: 4 images, 3 classes, polygons, one RLE, one crowd region, one empty image."
     cats = [{'id': 1, 'name': 'circle', 'supercategory': 'shape'}, {'id': 2, 'name': 'square', 'supercategory': 'shape'},
@@ -47,7 +47,7 @@ def tiny_coco()->dict:
     return {'info': {'description': 'teacher_lora tiny_coco'}, 'licenses': [], 'images': imgs,
             'annotations': sorted(anns, key=lambda a: a['id']), 'categories': cats}
 
-# %% ../nbs/90_test_utils.ipynb #c5e8b348
+# %% ../nbs/90_test_utils.ipynb #18af60e8
 SHAPE_COLOURS = {'circle': (220, 60, 60), 'square': (60, 160, 60), 'triangle': (60, 90, 220),
                  'star': (235, 185, 30), 'hexagon': (150, 70, 200), 'ellipse': (30, 190, 200)}
 _COLOURS = {i: SHAPE_COLOURS[n] for i, n in enumerate(('circle', 'square', 'triangle'), 1)}  # tiny_coco's category ids
@@ -65,7 +65,7 @@ def _draw(img_rec, anns):
         px[mask_utils.decode(rle).astype(bool)] = _COLOURS.get(a['category_id'], (0, 0, 0))
     return Image.fromarray(px)
 
-# %% ../nbs/90_test_utils.ipynb #e91e209a
+# %% ../nbs/90_test_utils.ipynb #082daf52
 def write_coco(d:dict, # a COCO dict, e.g. from `tiny_coco`
                path, # folder to write into
                images:bool=True, # also render the images it names into `path/images`
@@ -79,7 +79,7 @@ def write_coco(d:dict, # a COCO dict, e.g. from `tiny_coco`
     (path/name).write_text(json.dumps(d))
     return path/name
 
-# %% ../nbs/90_test_utils.ipynb #c0a69bba
+# %% ../nbs/90_test_utils.ipynb #5f10c733
 def _ann(d, aid): return next(a for a in d['annotations'] if a['id'] == aid)
 def _img(d, iid): return next(i for i in d['images'] if i['id'] == iid)
 def _cat(d, cid): return next(c for c in d['categories'] if c['id'] == cid)
@@ -95,13 +95,13 @@ def _sixteen_bit(d, root):
     "Replace img2 with a 16-bit grayscale PNG of the same size."
     Image.fromarray((np.array(Image.open(root/'img2.png').convert('L')).astype(np.uint16) * 257)).save(root/'img2.png')
 
-# %% ../nbs/90_test_utils.ipynb #f81b85a3
+# %% ../nbs/90_test_utils.ipynb #704ee575
 _TEXT_CASES = [  # name, expected code, file content
     ('not-json-garbage', 'not-json', 'this is not json'), ('not-json-truncated', 'not-json', '{"images": [{"id": 1'),
     ('not-json-binary', 'not-json', '\x89PNG\r\n\x1a\n\x00\x00'), ('not-coco-list', 'not-coco', '[{"id": 1}]'),
     ('not-coco-number', 'not-coco', '42'), ('not-found', 'not-found', None)]
 
-# %% ../nbs/90_test_utils.ipynb #4b19ff55
+# %% ../nbs/90_test_utils.ipynb #5028238d
 _DICT_CASES = [  # name, expected code, mutation of tiny_coco's dict (and its image folder)
  ('no-annotations-key', 'missing-key', lambda d, r: d.pop('annotations')),
  ('no-categories-key', 'missing-key', lambda d, r: d.pop('categories')),
@@ -161,7 +161,7 @@ _DICT_CASES = [  # name, expected code, mutation of tiny_coco's dict (and its im
  ('image-16-bit', 'image-mode', _sixteen_bit),
 ]
 
-# %% ../nbs/90_test_utils.ipynb #fc0b55aa
+# %% ../nbs/90_test_utils.ipynb #2425b35c
 def broken_coco_corpus(path, # folder to write the cases into
                       )->list:
     "Write one folder per broken case (`annotations.json` + `images/`); return [(name, expected code, json path, image folder)]."
@@ -177,11 +177,11 @@ def broken_coco_corpus(path, # folder to write the cases into
         out.append((name, code, path/name/'annotations.json', path/name/'images'))
     return out
 
-# %% ../nbs/90_test_utils.ipynb #213aa882
+# %% ../nbs/90_test_utils.ipynb #726e77a1
 TARGET_COLOURS = {'circle': (240, 140, 40), 'square': (40, 150, 120), 'triangle': (200, 60, 160),
                   'star': (245, 245, 245), 'hexagon': (110, 60, 30)}  # orange, sea green, magenta, white, brown
 
-# %% ../nbs/90_test_utils.ipynb #c3402325
+# %% ../nbs/90_test_utils.ipynb #f967e40d
 def _ring(n, cx, cy, r, rot, aspect=1.):
     "`n` points around (`cx`, `cy`) at radius `r` (a number or one per point), squashed by `aspect`, rotated by `rot`."
     t = np.arange(n) * 2*np.pi/n - np.pi/2
@@ -189,7 +189,7 @@ def _ring(n, cx, cy, r, rot, aspect=1.):
     c, s = np.cos(rot), np.sin(rot)
     return np.stack([cx + c*x - s*y, cy + s*x + c*y], 1).round(2).ravel().tolist()
 
-# %% ../nbs/90_test_utils.ipynb #be124433
+# %% ../nbs/90_test_utils.ipynb #65cd6735
 _SHAPES = {  # class -> rng -> (vertices, radius per vertex as a fraction of the circumradius, aspect)
     'circle':   lambda rng: (32, 1., 1.),               'square':  lambda rng: (4, 1., 1.),
     'triangle': lambda rng: (3, rng.uniform(.85, 1, 3), 1.), 'star': lambda rng: (10, np.tile([1., .5], 5), 1.),
@@ -200,19 +200,19 @@ def _shape_poly(kind, cx, cy, r, rng):
     n, k, aspect = _SHAPES[kind](rng)
     return _ring(n, cx, cy, r*k, rng.uniform(0, 2*np.pi), aspect)
 
-# %% ../nbs/90_test_utils.ipynb #4005aa9b
+# %% ../nbs/90_test_utils.ipynb #cf3ee6b1
 def _poly_mask(poly, h, w):
     "The boolean mask pycocotools decodes from polygon `poly`: exactly what every COCO reader sees."
     return mask_utils.decode(mask_utils.frPyObjects([poly], h, w))[..., 0].astype(bool)
 
-# %% ../nbs/90_test_utils.ipynb #75c04ea1
+# %% ../nbs/90_test_utils.ipynb #4c9c3acb
 def _smooth_noise(rng, h, w, cells):
     "Colour noise in [0, 1] with about `cells` blobs along the short side: a random coarse grid, upsampled bicubically."
     gh, gw = (cells, max(2, round(cells*w/h))) if h <= w else (max(2, round(cells*h/w)), cells)
     g = rng.integers(0, 256, (gh, gw, 3), dtype=np.uint8)
     return np.asarray(Image.fromarray(g).resize((w, h), Image.BICUBIC), dtype=np.float32) / 255
 
-# %% ../nbs/90_test_utils.ipynb #85f7a5cc
+# %% ../nbs/90_test_utils.ipynb #7c41566a
 def _pattern(rng, h, w):
     "Weights in [0, 1] of one large-scale pattern: smooth blobs, a linear gradient, or soft or hard-edged stripes."
     kind, a = rng.integers(3), rng.uniform(0, np.pi)
@@ -223,7 +223,7 @@ def _pattern(rng, h, w):
     v = np.sin(u * 2*np.pi/rng.uniform(10, 40)) * rng.choice([1., 6.])
     return (np.clip(v, -1, 1)[..., None] + 1) / 2
 
-# %% ../nbs/90_test_utils.ipynb #5403f0ed
+# %% ../nbs/90_test_utils.ipynb #02693098
 def _background(rng, h, w, kind):
     "A float HxWx3 background: `'plain'` is one flat light colour; `'texture'` a pattern between two colours, mottled."
     if kind == 'plain': return np.broadcast_to(rng.uniform(215, 245, 3).astype(np.float32), (h, w, 3)).copy()
@@ -231,7 +231,7 @@ def _background(rng, h, w, kind):
     px = c1 + (c2 - c1) * _pattern(rng, h, w)
     return px + (_smooth_noise(rng, h, w, int(rng.integers(12, 30))) - .5) * rng.uniform(40, 90)
 
-# %% ../nbs/90_test_utils.ipynb #94da5892
+# %% ../nbs/90_test_utils.ipynb #09f10e1a
 def _place(rng, w, h, r, prev):
     "A centre that keeps a radius-`r` shape inside the image; 40% of the time touching or overlapping one in `prev`."
     if prev and rng.random() < .4:
@@ -241,7 +241,7 @@ def _place(rng, w, h, r, prev):
     else: cx, cy = rng.uniform(0, w), rng.uniform(0, h)
     return float(np.clip(cx, r+1, w-r-1)), float(np.clip(cy, r+1, h-r-1))
 
-# %% ../nbs/90_test_utils.ipynb #6aadd8db
+# %% ../nbs/90_test_utils.ipynb #eb304679
 def _cluster(rng, w, h, kind, c, side):
     "A crowd: 5 to 12 small `kind` shapes of class index `c` packed around one point, each flagged as crowd."
     r0 = side * rng.uniform(.08, .15)
@@ -252,7 +252,7 @@ def _cluster(rng, w, h, kind, c, side):
         out.append((c, _shape_poly(kind, float(x), float(y), r, rng), True))
     return out
 
-# %% ../nbs/90_test_utils.ipynb #7db5313c
+# %% ../nbs/90_test_utils.ipynb #7cbc32f3
 def _layout(rng, w, h, classes, scale):
     "One image's shapes, back to front, as (class index, polygon, crowd?): none, or maybe a crowd then 1 to 6 objects."
     if rng.random() < 1/15: return []
@@ -265,7 +265,7 @@ def _layout(rng, w, h, classes, scale):
         out.append((c, _shape_poly(classes[c], cx, cy, r, rng), False))
     return out
 
-# %% ../nbs/90_test_utils.ipynb #1471416a
+# %% ../nbs/90_test_utils.ipynb #ed24344a
 def _paint(rng, px, shapes, classes, colours='class'):
     "Fill each of `shapes` into `px`, back to front, in its class's colour (`SHAPE_COLOURS`, or `colours` if a dict; jittered) or, with `colours='random'`, any colour; return their full masks."
     h, w = px.shape[:2]; masks = []
@@ -282,7 +282,7 @@ def _visible(masks):
     for i in reversed(range(len(masks))): out[i] = masks[i] & ~covered; covered |= masks[i]
     return out
 
-# %% ../nbs/90_test_utils.ipynb #c9338a46
+# %% ../nbs/90_test_utils.ipynb #af3e5f01
 def _segments(shapes, masks, min_area=20):
     "(class index, segmentation, iscrowd) per object: its polygon if whole, else its visible part as RLE; a crowd as one RLE."
     out, crowd = [], None
@@ -293,7 +293,7 @@ def _segments(shapes, masks, min_area=20):
     if crowd is not None and crowd[1].sum() >= min_area: out.insert(0, (crowd[0], mask_to_rle(crowd[1]), 1))
     return out
 
-# %% ../nbs/90_test_utils.ipynb #4e9610e4
+# %% ../nbs/90_test_utils.ipynb #930cad20
 def _coco_ann(aid, iid, cat_id, seg, crowd, h, w):
     "A COCO annotation whose bbox and area pycocotools computes from the stored segmentation."
     rle = mask_utils.frPyObjects([seg], h, w)[0] if isinstance(seg, list) else seg
@@ -301,7 +301,7 @@ def _coco_ann(aid, iid, cat_id, seg, crowd, h, w):
     return {'id': aid, 'image_id': iid, 'category_id': cat_id, 'segmentation': [seg] if isinstance(seg, list) else seg,
             'area': float(mask_utils.area(rle)), 'bbox': [x, y, bw, bh], 'iscrowd': crowd}
 
-# %% ../nbs/90_test_utils.ipynb #fbdf2bd3
+# %% ../nbs/90_test_utils.ipynb #1e75afbc
 def _shapes_image(rng, w, h, classes, background, scale, colours='class'):
     "One image as uint8 HxWx3 pixels, and its objects as (class index, segmentation, iscrowd)."
     px = _background(rng, h, w, background)
@@ -310,7 +310,7 @@ def _shapes_image(rng, w, h, classes, background, scale, colours='class'):
     if background == 'texture': px += rng.standard_normal(px.shape, dtype=np.float32) * 4  # sensor grain
     return np.clip(px, 0, 255).astype(np.uint8), _segments(shapes, masks)
 
-# %% ../nbs/90_test_utils.ipynb #52b911bf
+# %% ../nbs/90_test_utils.ipynb #03356fe9
 def _check_shapes_args(classes, background, scale, colours='class'):
     "`classes` as a list, or a `ValueError` that names what is wrong with the arguments."
     classes = [classes] if isinstance(classes, str) else list(classes)
@@ -323,7 +323,7 @@ def _check_shapes_args(classes, background, scale, colours='class'):
     elif colours not in ('class', 'random'): raise ValueError(f"colours must be 'class', 'random' or a dict of class -> (r, g, b), got {colours!r}")
     return classes
 
-# %% ../nbs/90_test_utils.ipynb #a177caca
+# %% ../nbs/90_test_utils.ipynb #9ff11808
 def _save_image(px, folder, i):
     "Save image `i`: every third as a JPEG (quality 95), the others as PNG. Returns the file name."
     fn = f'{i:05d}.' + ('jpg' if i % 3 == 0 else 'png')
@@ -331,7 +331,7 @@ def _save_image(px, folder, i):
     Image.fromarray(px).save(folder/fn, **opts)
     return fn
 
-# %% ../nbs/90_test_utils.ipynb #6e1ba218
+# %% ../nbs/90_test_utils.ipynb #6b5bbdd7
 def shapes_dataset(path, # folder to write into: `annotations.json` and `images/`
                    n_images:int, # number of images
                    classes=('circle', 'square', 'triangle'), # shape classes (see `SHAPE_COLOURS`); category ids are 1..K in this order
@@ -351,11 +351,11 @@ def shapes_dataset(path, # folder to write into: `annotations.json` and `images/
         imgs.append({'id': i, 'file_name': _save_image(px, path/'images', i), 'width': w, 'height': h})
         for c, seg, crowd in objs: anns.append(_coco_ann(len(anns)+1, i, c+1, seg, crowd, h, w))
     cats = [{'id': k+1, 'name': c, 'supercategory': 'shape'} for k, c in enumerate(classes)]
-    d = {'info': {'description': f'teacher_lora shapes_dataset seed={seed} background={background}' + (f' colours={colours}' if isinstance(colours, dict) or colours != 'class' else '')}, 'licenses': [],
+    d = {'info': {'description': f'teacher_lora shapes_dataset seed={seed} background={background}' + (f' colours={colours}' if colours != 'class' else '')}, 'licenses': [],
          'images': imgs, 'annotations': anns, 'categories': cats}
     (path/'annotations.json').write_text(json.dumps(d)); return path/'annotations.json'
 
-# %% ../nbs/90_test_utils.ipynb #4bd143c7
+# %% ../nbs/90_test_utils.ipynb #a92245c3
 DOMAINS = dict(  # `shapes_dataset` arguments of the two domains of the transfer experiments
     source=dict(classes=('circle', 'square', 'triangle'), background='plain', scale=(.2, .5), colours='class'),  # what the tiny teachers are pretrained on
     target=dict(classes=('circle', 'square', 'triangle', 'star', 'hexagon'), background='texture', scale=(.15, .4), colours=TARGET_COLOURS),  # a user's data
@@ -366,7 +366,7 @@ def shapes_domain(path, n_images:int, domain:str='target', seed:int=0)->Path:
     if domain not in DOMAINS: raise ValueError(f"domain must be one of {', '.join(DOMAINS)}, not {domain!r}")
     return shapes_dataset(path, n_images, seed=seed, **DOMAINS[domain])
 
-# %% ../nbs/90_test_utils.ipynb #db7d2fdb
+# %% ../nbs/90_test_utils.ipynb #bc09a8f1
 def tiny_dino(d_model:int=32, layers:int=2, queries:int=30):
     "A `GroundingDinoForObjectDetection` with a tiny Swin backbone and BERT text encoder (real vocabulary), random weights."
     import torch
@@ -379,7 +379,7 @@ def tiny_dino(d_model:int=32, layers:int=2, queries:int=30):
     torch.manual_seed(0)
     return GroundingDinoForObjectDetection(cfg)
 
-# %% ../nbs/90_test_utils.ipynb #9516453f
+# %% ../nbs/90_test_utils.ipynb #9c736c61
 def tiny_sam(img_size:int=256, embed_dim:int=32, prompt_dim:int=32):
     "A `segment_anything` `Sam` at a 256 px input with a 2-block ViT encoder and a small decoder, random weights."
     import torch
@@ -388,7 +388,7 @@ def tiny_sam(img_size:int=256, embed_dim:int=32, prompt_dim:int=32):
     return build_sam(embed_dim=embed_dim, depth=2, num_heads=2, global_attn=(1,), img_size=img_size, window=4,
                      prompt_dim=prompt_dim, mlp_dim=64, decoder_heads=2, iou_hidden=32)
 
-# %% ../nbs/90_test_utils.ipynb #46d6bd3f
+# %% ../nbs/90_test_utils.ipynb #d22015ee
 def perturbed_results(gt:dict, # a COCO ground truth with polygon or RLE masks
                       seed:int=0, jitter:float=.1, # box/mask shift as a fraction of the object's size
                       drop:float=.1, swap:float=.1, fp:float=.3, # shares: missed objects, wrong class, false positives per image
