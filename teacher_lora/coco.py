@@ -79,7 +79,8 @@ class DatasetInfo:
     class_counts:dict       # name -> number of instances
     size_counts:dict        # 'small'/'medium'/'large' -> number of instances
     empty_images:list       # ids of images without annotations
-    prompt:str; prompt_tokens:int
+    prompt:str; prompt_tokens:int  # Grounding DINO's prompt: the classes that have annotations
+    unused:list = field(default_factory=list)  # names of categories without annotations (left out of the prompt)
     areas:np.ndarray = field(repr=False, default=None)  # instance areas, for histograms
     @property
     def cat2idx(self): return {c: i for i, c in enumerate(self.cat_ids)}
@@ -136,14 +137,15 @@ def inspect_dataset(coco, # path to a COCO file, or a parsed dict
     per_cat = Counter(a.get('category_id') for a in anns)
     areas = np.fromiter((_ann_area(a) for a in anns), float, len(anns))
     used = {a.get('image_id') for a in anns}
-    prompt = grounding_prompt(names)
+    unused = [n for n, c in zip(names, cats) if not per_cat[c['id']]] if anns else []  # e.g. Roboflow's dataset-name category
+    prompt = grounding_prompt([n for n in names if n not in unused])
     return DatasetInfo(src, len(imgs), len(anns), len(cats),
         n_boxes=sum(isinstance(a.get('bbox'), list) for a in anns), n_polygons=kinds['polygon'], n_rles=kinds['rle'],
         n_crowd=sum(bool(a.get('iscrowd')) for a in anns), cat_ids=[c['id'] for c in cats], names=names,
         class_counts={n: per_cat[c['id']] for n, c in zip(names, cats)},
         size_counts={k: int(((areas >= lo) & (areas < hi)).sum()) for k, (lo, hi) in SIZE_BUCKETS.items()},
         empty_images=[i.get('id') for i in imgs if i.get('id') not in used],
-        prompt=prompt, prompt_tokens=prompt_tokens(prompt), areas=areas)
+        prompt=prompt, prompt_tokens=prompt_tokens(prompt), areas=areas, unused=unused)
 
 # %% ../nbs/00_coco.ipynb #2d082553
 def required_teachers(info:DatasetInfo)->list:
@@ -178,7 +180,8 @@ def dataset_report(info:DatasetInfo):
             ('crowd', info.n_crowd), ('images without objects', len(info.empty_images)),
             *((f'size: {k}', f"{v} ({v/n:.0%})") for k, v in info.size_counts.items()),
             ('teachers', ', '.join(required_teachers(info)) or 'none'),
-            ('prompt tokens', f"{info.prompt_tokens} / {MAX_PROMPT_TOKENS}" + (' TOO LONG' if info.prompt_too_long else ''))]
+            ('prompt tokens', f"{info.prompt_tokens} / {MAX_PROMPT_TOKENS}" + (' TOO LONG' if info.prompt_too_long else '')),
+            *((('unused categories', f"{', '.join(info.unused)} (no annotations: left out of the prompt and the teachers)"),) if info.unused else ())]
     w = max(len(k) for k, _ in rows)
     print(f"{info.source}\n" + '\n'.join(f"  {k:<{w}}  {v}" for k, v in rows))
     cw = max((len(k) for k in info.class_counts), default=5)

@@ -67,8 +67,9 @@ def parse_set(items:list)->dict:
 
 # %% ../nbs/20_config.ipynb #5f6d0499
 def dataset_section(info:DatasetInfo)->dict:
-    "What the dataset decides: classes and their COCO ids, the teachers it calls for, the prompt."
-    return dict(source=info.source, names=list(info.names), cat_ids=list(info.cat_ids), teachers=required_teachers(info),
+    "What the dataset decides: the classes (those with annotations) and their COCO ids, the teachers it calls for, the prompt."
+    keep = [(n, c) for n, c in zip(info.names, info.cat_ids) if n not in info.unused]
+    return dict(source=info.source, names=[n for n, _ in keep], cat_ids=[c for _, c in keep], unused=list(info.unused), teachers=required_teachers(info),
                 prompt=info.prompt, prompt_tokens=info.prompt_tokens, n_images=info.n_images, n_annotations=info.n_annotations)
 
 # %% ../nbs/20_config.ipynb #c0baf9e1

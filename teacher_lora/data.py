@@ -52,9 +52,10 @@ def read_image(path)->Image.Image:
 
 # %% ../nbs/10_data.ipynb #b119121c
 def _image_targets(d, cat2idx):
-    "Per image id: boxes (xyxy), labels, iscrowd and segmentations, as compact arrays built once."
+    "Per image id: boxes (xyxy), labels, iscrowd and segmentations, as compact arrays built once (annotations of classes not in `cat2idx` left out)."
     by_img = {}
-    for a in d['annotations']: by_img.setdefault(a['image_id'], []).append(a)
+    for a in d['annotations']:
+        if a['category_id'] in cat2idx: by_img.setdefault(a['image_id'], []).append(a)
     out = {}
     for iid, anns in by_img.items():
         b = np.array([a['bbox'] for a in anns], np.float32).reshape(-1, 4)
@@ -131,13 +132,17 @@ class CocoDataset(Dataset):
                  augment=None, # a `transforms.v2` transform applied to image and target (see `default_augment`)
                  preprocess=(), # teacher preprocessors (e.g. `DinoPreprocess()`, `SamPreprocess()`), each adds its inputs
                  skip_bad_images:bool=False, # warn and return None for an unreadable image instead of raising
+                 cat_ids:list=None, # the classes, as COCO category ids in class-index order (default: the file's); others are dropped
                 ):
         self.d, self.image_root = load_coco(ann), Path(image_root)
         self.info = inspect_dataset(self.d)
+        self.cat_ids = list(self.info.cat_ids if cat_ids is None else cat_ids)
+        name = dict(zip(self.info.cat_ids, self.info.names))
+        if missing := [c for c in self.cat_ids if c not in name]: raise CocoError(f"{self.info.source}: no category with id {missing[0]}")
         self.images = list(self.d['images'])
-        self.targets = _image_targets(self.d, self.info.cat2idx)
+        self.targets = _image_targets(self.d, {c: i for i, c in enumerate(self.cat_ids)})
         self.masks, self.crowd, self.augment, self.preprocess, self.skip = masks, crowd, augment, list(preprocess), skip_bad_images
-        self.names, self._paths = self.info.names, {}  # resolved, checked image paths, filled on first use
+        self.names, self._paths = [name[c] for c in self.cat_ids], {}  # resolved, checked image paths, filled on first use
     def __len__(self): return len(self.images)
 
 # %% ../nbs/10_data.ipynb #26ff44d3

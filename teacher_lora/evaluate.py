@@ -252,8 +252,10 @@ def evaluate(teachers, # `load_teachers` output, or an experiment / teacher fold
     "Box AP (Grounding DINO), mask AP and mIoU with ground-truth boxes (SAM), mask AP of DINO → SAM; base vs tuned; all by pycocotools."
     ts = teachers if isinstance(teachers, dict) else load_teachers(teachers, dev)
     gt = load_coco(ann)
-    cats = [c['id'] for c in sorted(gt['categories'], key=lambda c: c['id'])]
-    if any(t.cat_ids != cats for t in ts.values()): raise EvalError(f"{ann}: its category ids {cats} differ from the teachers' {next(iter(ts.values())).cat_ids}. Fix: evaluate on data with the training categories")
+    cats, t0 = {c['id']: c['name'] for c in gt['categories']}, next(iter(ts.values()))
+    if any(cats.get(i) != n for i, n in zip(t0.cat_ids, t0.names)):
+        raise EvalError(f"{ann}: its categories {sorted(cats.items())} do not hold the teachers' classes {list(zip(t0.cat_ids, t0.names))} (same id, same name). "
+                        "Fix: evaluate on data with the training categories")
     if 'sam' in ts and not any(a.get('segmentation') for a in gt['annotations']):
         warnings.warn(f"{ann}: no masks, so the SAM teacher is not scored"); ts = {k: v for k, v in ts.items() if k != 'sam'}
     ds = CocoDataset(gt, image_root, preprocess=[t.pre for t in ts.values()])

@@ -66,6 +66,7 @@ def calibrate(exp, # an experiment folder (or `load_teachers` output) with a Gro
     gt = load_coco(val)
     dets = predict_coco({'dino': ts['dino']}, CocoDataset(gt, image_root, preprocess=[ts['dino'].pre]), batch_size, dev)['tuned']['dino']
     th = choose_thresholds(gt, dets, precision)
+    th = {n: th[n] for n in ts['dino'].names if n in th}  # the teacher's classes (not a category it never learned)
     _update_card(ts['dino'].folder, thresholds=th, threshold_precision=precision, threshold_data=str(val))
     ts['dino'].card |= dict(thresholds=th, threshold_precision=precision)
     return th
@@ -85,13 +86,13 @@ def find_images(src)->tuple:
 
 # %% ../nbs/70_predict.ipynb #d410bfd2
 class ImageFolder(Dataset):
-    "Unlabelled images as `CocoDataset`-style items for the teachers' preprocessors; an unreadable image gives None (with a warning)."
+    "Unlabelled images as `CocoDataset`-style items for the teachers' preprocessors; an unreadable image gives None (`label_images` reports it)."
     def __init__(self, root, files:list, preprocess=()): self.root, self.files, self.preprocess = Path(root), list(files), list(preprocess)
     def __len__(self): return len(self.files)
     def __getitem__(self, i):
         from torchvision import tv_tensors
         try: img = torch.from_numpy(np.array(read_image(Path(self.root)/self.files[i]))).permute(2, 0, 1)
-        except ImageLoadError as e: warnings.warn(f"skipping {self.files[i]}: {e}"); return None
+        except ImageLoadError: return None
         h, w = img.shape[-2:]
         tgt = dict(boxes=tv_tensors.BoundingBoxes(torch.zeros(0, 4), format='XYXY', canvas_size=(h, w)), labels=torch.zeros(0, dtype=torch.long))
         return dict(image=tv_tensors.Image(img), image_id=i, file=str(self.root/self.files[i]), orig_size=(h, w), target=tgt) | {p.name: p(img, tgt) for p in self.preprocess}
@@ -122,28 +123,32 @@ def _annotation(det:dict, mask=None)->dict:
                 segmentation=r, iscrowd=0)
 
 # %% ../nbs/70_predict.ipynb #6db6cb0b
+def _part_records(parts:Path):
+    "The records of the part files in `parts`: one per image, labelled or unreadable (a line a killed run was writing is skipped)."
+    for p in sorted(parts.glob('rank-*.jsonl')) if parts.exists() else []:
+        for line in p.read_text().splitlines():
+            try: yield json.loads(line)
+            except ValueError: continue
+
 def _done(out:Path, parts:Path)->dict:
-    "The images already labelled, by file name: from a finished `out` and the part files of an interrupted run."
+    "The images already labelled, by file name: from a finished `out` and the part files of an interrupted run (unreadable ones are tried again)."
     done = {}
     if out.exists():
         d = load_coco(out); anns = {}
         for a in d['annotations']: anns.setdefault(a['image_id'], []).append({k: v for k, v in a.items() if k not in ('id', 'image_id')})
         done = {i['file_name']: dict(file_name=i['file_name'], width=i['width'], height=i['height'], annotations=anns.get(i['id'], [])) for i in d['images']}
-    for p in sorted(parts.glob('rank-*.jsonl')) if parts.exists() else []:
-        for line in p.read_text().splitlines():
-            try: rec = json.loads(line)
-            except ValueError: continue  # the line a killed run was writing
-            done[rec['file_name']] = rec
+    done |= {r['file_name']: r for r in _part_records(parts) if 'error' not in r}
     return done
 
 # %% ../nbs/70_predict.ipynb #87ab0ba1
-def _write_labels(done:dict, cats:list, out:Path)->dict:
-    "Write the labelled images as one COCO file (image ids in file-name order), atomically."
+def _write_labels(done:dict, cats:list, out:Path, unreadable:list=())->dict:
+    "Write the labelled images as one COCO file (image ids in file-name order), atomically; `info.unreadable` lists the images that could not be read."
     images, anns = [], []
     for iid, f in enumerate(sorted(done), 1):
         r = done[f]; images.append(dict(id=iid, file_name=f, width=r['width'], height=r['height']))
         anns += [a | dict(id=len(anns) + k + 1, image_id=iid) for k, a in enumerate(r['annotations'])]
-    d = dict(info=dict(description='teacher_lora auto-labels'), licenses=[], images=images, annotations=anns, categories=cats)
+    info = dict(description='teacher_lora auto-labels') | (dict(unreadable=list(unreadable)) if unreadable else {})
+    d = dict(info=info, licenses=[], images=images, annotations=anns, categories=cats)
     _write_json_atomic(d, out); return d
 
 # %% ../nbs/70_predict.ipynb #353ef727
@@ -160,13 +165,22 @@ def _append(path:Path):
 
 # %% ../nbs/70_predict.ipynb #1502ad94
 def _label_shard(ts:dict, ds:ImageFolder, part:Path, th:dict, batch_size:int, workers:int, dev, bar:dict):
-    "Label the images of `ds`, appending one JSON line per image to `part` as soon as it is done."
+    "Label the images of `ds`, appending one JSON line per image to `part` as soon as it is done (for an unreadable image, its error)."
     from tqdm.auto import tqdm
+    seen = set()
     with _append(part) as f, torch.no_grad():
         for b in tqdm(make_dataloader(ds, batch_size, shuffle=False, num_workers=workers), **bar):
+            seen |= set(b['image_id'])
             if not b['file']: continue  # every image of the batch was unreadable
             for i, (h, w), anns in zip(b['image_id'], b['orig_size'], _label_batch(ts, b, dev, th)):
                 f.write(json.dumps(dict(file_name=ds.files[i], width=w, height=h, annotations=[a for a in anns if a])) + '\n'); f.flush()
+        for i in sorted(set(range(len(ds))) - seen):  # unreadable: the loader dropped them
+            f.write(json.dumps(dict(file_name=ds.files[i], error=_read_error(ds.root/ds.files[i]))) + '\n')
+
+def _read_error(path)->str:
+    "Why `read_image` cannot read `path`."
+    try: read_image(path); return 'unreadable'
+    except ImageLoadError as e: return str(e)
 
 # %% ../nbs/70_predict.ipynb #8eb59eac
 def label_images(teachers, # `load_teachers` output, or an experiment / teacher folder
@@ -185,6 +199,7 @@ def label_images(teachers, # `load_teachers` output, or an experiment / teacher 
     _label_shard(ts, ds, parts/f"rank-{st.process_index}.jsonl", _class_thresholds(d, thresholds), batch_size, workers, _device(dev), bar)
     st.wait_for_everyone()
     if st.is_main_process:
-        _write_labels(_done(out, parts), [dict(id=c, name=n) for n, c in zip(d.names, d.cat_ids)], out); shutil.rmtree(parts)
+        bad = [dict(file_name=r['file_name'], error=r['error']) for r in _part_records(parts) if 'error' in r]
+        _write_labels(_done(out, parts), [dict(id=c, name=n) for n, c in zip(d.names, d.cat_ids)], out, bad); shutil.rmtree(parts)
     st.wait_for_everyone()
     return load_coco(out)

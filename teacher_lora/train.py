@@ -738,6 +738,9 @@ def train(data, # COCO annotation file of the training data
     if not rep.ok: raise TrainError(f"{data}: {len(rep.errors)} error(s), e.g. {rep.errors[0]}. Fix: teacher-lora-validate --data {data} --fix fixed.json, then train on fixed.json")
     c = generate_config(inspect_dataset(data), config, list(sets or []) + _model_sets(dino, sam, epochs))
     names, acc = _teachers(c, only), make_accelerator(c, device)
+    if c.dataset.unused and acc.is_main_process:
+        print(f"{data}: {len(c.dataset.unused)} categor{'y' if len(c.dataset.unused) == 1 else 'ies'} without annotations left out of the prompt "
+              f"and the teachers: {', '.join(c.dataset.unused[:10])}" + (' ...' if len(c.dataset.unused) > 10 else ''))
     prepare_output(exp, c, resume, overwrite)
     acc.wait_for_everyone()
     if acc.is_main_process:
@@ -748,7 +751,7 @@ def train(data, # COCO annotation file of the training data
     log, out, aug = RunLog(exp, acc.is_main_process), {}, default_augment() if c.data.augment else None
     for n in names:
         task = make_task(n, c, acc, exp)
-        kw = dict(masks=n == 'sam', preprocess=[task.pre])
+        kw = dict(masks=n == 'sam', preprocess=[task.pre], cat_ids=c.dataset.cat_ids)
         state = fit(task, CocoDataset(tr, images, augment=aug, **kw), CocoDataset(va, images, **kw), c, exp/n, acc, log, resume)
         out[n] = dict(folder=write_teacher(task, state, c, exp/n, acc), metric=task.metric, before=state['history'][0],
                       best=state['best'], epochs=state['epoch'], cache=repr(task.cache))
