@@ -179,7 +179,7 @@ class Check:
         ann = shapes_dataset(self.tmp/'train', s['n_train'], seed=0, background='plain', sizes=s['img'])
         self.ann, self.images = crowded(ann, s['classes'], s['boxes']), self.tmp/'train'/'images'
         sets = [f"train.batch_size={s['batch']}", f"preprocess.dino_shortest={s['dino'][0]}", f"preprocess.dino_longest={s['dino'][1]}",
-                f"preprocess.sam_size={s['sam']}"]
+                f"preprocess.sam_size={s['sam']}", f"train.mixed_precision={self.a.mixed_precision}"]
         self.c = generate_config(inspect_dataset(self.ann), sets=sets)
         self.acc = make_accelerator(self.c, self.dev.type)
         env['mixed_precision'] = self.acc.mixed_precision
@@ -273,7 +273,7 @@ class Check:
     def label(self, bf16:bool):
         "DINO -> SAM through `label_images` on a folder of generated images: images per second (after a warm-up folder)."
         def run(row):
-            if bf16 and self.dev.type != 'cuda': row['status'] = 'skipped: bf16 autocast only on CUDA (many times slower on CPUs)'; return
+            if bf16 and self.dev.type != 'cuda' and self.acc_mp() != 'bf16': row['status'] = 'skipped: bf16 autocast only on CUDA (many times slower on CPUs)'; return
             s = self.s
             dino, sam = self.on_device('dino', 'sam'); dino.eval(); sam.eval()
             d = DinoTask(dino, FeatureCache('off'), self.c.dataset.names, self.c.dataset.cat_ids, DinoPreprocess(*s['dino']), max_dets=s['boxes'], threshold=0.)
@@ -281,7 +281,7 @@ class Check:
             ts = dict(dino=d, sam=SamTask(sam, FeatureCache('off')))
             for name, n in (('warm', s['label_warm']), ('timed', s['n_label'])):
                 if not (self.tmp/name).exists(): shapes_dataset(self.tmp/name, n, seed=1, sizes=s['label_img'])
-            ctx = torch.autocast('cuda', torch.bfloat16) if bf16 else torch.autocast(self.dev.type, enabled=False)
+            ctx = torch.autocast(self.dev.type, torch.bfloat16, enabled=bf16)
             kw = dict(batch_size=s['batch'], workers=s['workers'], thresholds=dict.fromkeys(self.c.dataset.names, 0.), dev=self.dev.type, progress=False)
             with ctx:
                 label_images(ts, self.tmp/'warm'/'images', self.tmp/f"warm-{bf16}.json", **kw)
@@ -348,6 +348,8 @@ def main(argv=None):
     p.add_argument('--budget', type=float, default=480., help='seconds for the whole check; sections that would exceed it are skipped')
     p.add_argument('--sections', help='comma-separated subset of: ' + ', '.join(COST))
     p.add_argument('--dino-size', type=int); p.add_argument('--dino-longest', type=int); p.add_argument('--sam-size', type=int)
+    p.add_argument('--mixed-precision', default='auto', choices=['auto', 'no', 'bf16', 'fp16'],
+                   help="train.mixed_precision: auto is bf16 on CUDA, fp32 on a CPU; bf16 on a CPU checks the dtypes of the bf16 path (slow: tiny sizes only)")
     p.add_argument('--batch', type=int); p.add_argument('--steps', type=int, help='measured steps of every case'); p.add_argument('--warmup', type=int)
     a = p.parse_args(argv)
     if a.out is None and not a.dry_run: a.out = str(Path(__file__).resolve().parent/'results'/'gpu_check.json')
