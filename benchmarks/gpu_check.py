@@ -34,7 +34,7 @@ scipy, but not segment-anything, pycocotools, fastcore, orjson) travel as wheels
 
 (`PYTHONPATH=.` stands in for `pip install -e .`, which needs no network either with `--no-deps --no-build-isolation`.)
 
-    python benchmarks/gpu_check.py --dry-run    # the same code paths on CPU, tiny teachers and sizes, 2-3 steps: < 2 min
+    python benchmarks/gpu_check.py --dry-run    # the same code paths on CPU, tiny teachers and sizes, 2-3 steps: ~70 s of CPU time (2-3 min wall on a busy 2-core machine)
 
 `--device cpu` with `--dino-size/--dino-longest/--sam-size/--steps` runs the real-size teachers on the CPU at small
 inputs (a shape check of the real-size path; fp32, as bf16 on CPUs is many times slower).
@@ -342,7 +342,7 @@ def headline(ck:Check)->str:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--dry-run', action='store_true', help='tiny teachers and sizes on the CPU: checks that the script runs (< 2 min)')
+    p.add_argument('--dry-run', action='store_true', help='tiny teachers and sizes on the CPU: checks that the script runs (~70 s of CPU time)')
     p.add_argument('--out', help='JSON of the table (default benchmarks/results/gpu_check.json; none with --dry-run)')
     p.add_argument('--device', default='auto', choices=['auto', 'cuda', 'cpu'])
     p.add_argument('--budget', type=float, default=480., help='seconds for the whole check; sections that would exceed it are skipped')
