@@ -167,8 +167,9 @@ def _disk_full(what:str, folder, need:int)->str:
 def get(self:FeatureCache, k:str):
     "The features stored for image key `k` (in the dtypes they were computed in), or None."
     if self.mode == 'memory': e = self.mem.get(fingerprint(self.key, self.dtype, k)); return e and unpack_features(*e)
-    if self.mode in ('disk', 'auto') and self.folder and self._path(k).exists():  # 'auto': files a previous run chose to write
+    if self.mode in ('disk', 'auto') and self.folder and self._path(k).exists():
         from safetensors import safe_open
+        if self.mode == 'auto': self.mode, self.decided, self.reason = 'disk', True, f"found on disk in {self.folder} (a previous run's choice)"
         with safe_open(self._path(k), 'pt') as f: return unpack_features({n: f.get_tensor(n) for n in f.keys()}, json.loads(f.metadata()['dtypes']))
     return None
 
@@ -217,7 +218,7 @@ def _decide(self:FeatureCache, stored:dict):
         self.mode, self.reason = cache_plan(entry, n, math.inf if self.budget is None else self.budget, free, self.folder, self.per_image)
     elif self.mode == 'disk':
         est = entry * n * self.per_image - sum(p.stat().st_size for p in Path(self.folder).glob('*.safetensors'))  # a resumed run's entries are there
-        if est + DISK_MARGIN > free: raise TrainError(_disk_full(f"train.cache=disk for {n} images", self.folder, est + DISK_MARGIN))
+        if (need := est + max(DISK_MARGIN, est // 10)) > free: raise TrainError(_disk_full(f"train.cache=disk for {n} images", self.folder, need))
         self.reason = self.reason or f"train.cache=disk; estimated {fmt_bytes(entry * n * self.per_image)}, {fmt_bytes(free)} free in {self.folder}"
     else: self.reason = self.reason or f"train.cache={self.mode}; estimated {fmt_bytes(entry * n * self.per_image)} for {n} images"
     if self.mode == 'disk': Path(self.folder).mkdir(parents=True, exist_ok=True)

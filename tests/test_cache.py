@@ -93,12 +93,12 @@ def test_disk_full_while_checkpointing(tmp_path, monkeypatch):
 def test_disk_full_exit_2(shapes, tmp_path):
     "The console script: a disk that fills while the cache is written ends with exit 2 and a message, no traceback."
     ann, images = shapes
+    kw = dict(data=str(ann), images=str(images), output=str(tmp_path/'exp'), only='sam', set=SETS + ['train.cache=disk'])
     code = ("import errno, sys, safetensors.torch as s\n"
             "def full(*a, **k): raise OSError(errno.ENOSPC, 'No space left on device')\n"
             "s.save_file = full  # what a full disk does to the cache's writes\n"
-            "sys.argv = ['teacher-lora-train'] + sys.argv[1:]\n"
-            "from teacher_lora.cli import train_cli\ntrain_cli()")
-    r = subprocess.run([sys.executable, '-c', code, '--data', str(ann), '--images', str(images), '--output', str(tmp_path/'exp'), '--only', 'sam',
-                        '--set', *SETS, 'train.cache=disk'], capture_output=True, text=True, env=env(), timeout=600)
+            "sys.argv = ['teacher-lora-train']  # exit codes as from the console script\n"
+            f"from teacher_lora.cli import train_cli\ntrain_cli(**{kw!r})")
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env(), timeout=600)
     assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
     assert 'not enough space on the disk holding' in r.stderr and 'train.cache=off' in r.stderr and 'Traceback' not in r.stderr
