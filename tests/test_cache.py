@@ -46,6 +46,7 @@ def test_auto_cache_beyond_budget_goes_to_disk(shapes, tmp_path):
         assert 'FeatureCache(memory' in line(mem_out) and '0 B in memory' not in line(mem_out)
         a, b = adapters(tmp_path/'mem', n), adapters(tmp_path/'disk', n)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), n  # same features, same training
+    print(f'peak RSS: memory-cache run {mem_rss:.0f} MiB, disk-cache run {disk_rss:.0f} MiB')
     assert disk_rss <= mem_rss * 1.05 + 50, (disk_rss, mem_rss)  # not more memory than the in-memory run (at these sizes: noise)
 
 def test_resume_with_prompt_cap_is_exact(shapes, tmp_path):
