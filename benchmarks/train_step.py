@@ -4,10 +4,15 @@
     peak resident memory from getrusage), for Grounding DINO (Swin-T + BERT-base) and SAM ViT-B;
 (b) LoRA epoch time without vs with the frozen-feature cache (epochs 2+), through the library's own
     `SamTask` / `DinoTask` training path.
+(c) with --sweep 1,8,16,32,64 (only this section): a SAM ViT-B decoder-only LoRA step on a cached embedding at
+    `--sam-epoch-size` (1024) against the number of box prompts in it, each count in a fresh process: step time
+    and peak resident memory above the loaded model. This is what `sam.max_prompts` caps (prompts per step =
+    train.batch_size x min(instances, max_prompts)).
 Targets: LoRA peak memory <= 40% of full fine-tuning for each teacher; cached SAM epochs >= 20x and
 cached Grounding DINO epochs >= 2x faster.
 
     python benchmarks/train_step.py [--dino-size 512] [--sam-size 512] [--sam-epoch-size 1024] [--images 4]
+    python benchmarks/train_step.py --sweep 1,8,16,32,64
 
 Sizes: full fine-tuning of SAM ViT-B at its native 1024 px does not fit this machine's 24 GB, so (a) runs SAM at
 512 px; (b) runs SAM at 1024 px, the input every Meta checkpoint uses. Grounding DINO runs at 512 px (its default is
@@ -99,6 +104,38 @@ def case_epochs(args):
             times.append(time.perf_counter() - t0)
     print(json.dumps(dict(epoch1_s=times[0], epoch_s=statistics.mean(times[1:]), cache=repr(t.cache))))
 
+def case_prompts(args):
+    "One process: a SAM decoder-only LoRA step (prompt encoder + mask decoder, loss, backward, AdamW) on a cached embedding with `args.prompts` boxes."
+    import torch
+    from teacher_lora.teachers import apply_lora, sam_decode, SAM_LORA_TARGETS
+    from teacher_lora.losses import sam_loss
+    from teacher_lora.train import train_mode
+    m = train_mode(apply_lora(real_sam(args.sam_size), SAM_LORA_TARGETS))
+    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-5)
+    g, s = torch.Generator().manual_seed(0), args.sam_size; e = s // 16
+    emb = torch.randn(1, 256, e, e, generator=g)  # what the cache holds for one image
+    xy = torch.rand(args.prompts, 2, generator=g) * s * .7; boxes = torch.cat([xy, xy + torch.rand(args.prompts, 2, generator=g) * s * .3 + 8], 1)
+    target = (torch.rand(args.prompts, 4 * e, 4 * e, generator=g) > .5).float()
+    before = rss_mib(); t0 = time.perf_counter()
+    (lg, iou), = sam_decode(m, emb, [boxes]); sam_loss(lg, iou, target)['loss'].backward(); opt.step()
+    print(json.dumps(dict(prompts=args.prompts, step_s=time.perf_counter() - t0, peak_mib=rss_mib(), model_mib=before)))
+
+def sweep(a):
+    "(c): peak memory and time of a SAM step against its prompt count; a least-squares line through the points."
+    ns = [int(x) for x in a.sweep.split(',')]
+    print(f"(c) SAM ViT-B decoder-only LoRA step on a cached {a.sam_epoch_size} px embedding (random weights, CPU, fp32), each count in a fresh process")
+    print(f"{'prompts':>8}{'step s':>9}{'peak MiB':>10}{'model MiB':>11}{'step MiB':>10}")
+    rs = []
+    for n in ns:
+        r = sub(case='prompts', prompts=n, sam_size=a.sam_epoch_size); r['step_mib'] = r['peak_mib'] - r['model_mib']; rs.append(r)
+        print(f"{n:>8}{r['step_s']:>9.2f}{r['peak_mib']:>10.0f}{r['model_mib']:>11.0f}{r['step_mib']:>10.0f}")
+    fit = lambda k: statistics.linear_regression([r['prompts'] for r in rs], [r[k] for r in rs])
+    mem, t = fit('step_mib'), fit('step_s')
+    print(f"per prompt: {mem.slope:.1f} MiB and {t.slope:.2f} s (step = {mem.intercept:.0f} MiB + {mem.slope:.1f} MiB x prompts; "
+          f"{t.intercept:.2f} s + {t.slope:.2f} s x prompts)")
+    for cap in (16, 32, 64):
+        print(f"  sam.max_prompts={cap}, train.batch_size=4: up to {4 * cap} prompts per step, ~{(mem.intercept + mem.slope * 4 * cap) / 1024:.1f} GiB of step memory (fp32)")
+
 def sub(**kw):
     a = [sys.executable, __file__] + [f"--{k.replace('_', '-')}={v}" for k, v in kw.items()]
     r = subprocess.run(a, capture_output=True, text=True)
@@ -110,10 +147,13 @@ def main():
     p.add_argument('--case'); p.add_argument('--teacher'); p.add_argument('--mode'); p.add_argument('--cache', default='off')
     p.add_argument('--dino-size', type=int, default=512); p.add_argument('--sam-size', type=int, default=512)
     p.add_argument('--sam-epoch-size', type=int, default=1024)
+    p.add_argument('--prompts', type=int, default=1); p.add_argument('--sweep', default='')
     p.add_argument('--batch', type=int, default=2); p.add_argument('--steps', type=int, default=2); p.add_argument('--images', type=int, default=4)
     a = p.parse_args()
     if a.case == 'step': return case_step(a)
     if a.case == 'epochs': return case_epochs(a)
+    if a.case == 'prompts': return case_prompts(a)
+    if a.sweep: return sweep(a)
     sz = dict(dino_size=a.dino_size, sam_size=a.sam_size, batch=a.batch)
     print(f"real-size teachers, random weights, CPU; Grounding DINO at {a.dino_size} px; batch {a.batch}")
     print(f"\n(a) one optimiser step, full fine-tuning vs LoRA (each in a fresh process); SAM ViT-B at {a.sam_size} px")

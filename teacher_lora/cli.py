@@ -207,7 +207,7 @@ def train_cli(data:str=None, # COCO annotation file of the training data
                     epochs=epochs, device=device, only=only.split(',') if only else None, argv=sys.argv)
         _say(f"\nvalidation, before and after training ({time.time() - t0:.0f} s):\n{_results_table(res)}")
         _finish(res, images, output, val, device, test)
-        for n, r in res.items(): _say(f"{n} teacher (adapters + card): {r['folder']}")
+        for n, r in res.items(): _say(f"{n} teacher (adapters + card): {r['folder']} ({r['cache']})")
         _say(f"config: {Path(output)/'config.yaml'}\nmetrics: {Path(output)/'metrics.jsonl'}\nplots: {Path(output)/'curves.png'}"
              f"\nTensorBoard: tensorboard --logdir {Path(output)/'tb'}")
         return 0
