@@ -9,7 +9,7 @@ __all__ = ['FRUITS_NUTS_URL', 'URL_ENV', 'DATA_ENV', 'FRUITS_NUTS_FILES', 'Datas
            'fruits_nuts_help', 'FruitsNuts', 'fruits_nuts']
 
 # %% ../nbs/05_datasets.ipynb #56284e5a
-import hashlib, os, sys, tempfile, urllib.error, urllib.request
+import hashlib, http.client, os, sys, tempfile, urllib.error, urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,7 +84,7 @@ def download_fruits_nuts(dest:Path=None, # folder to fill, by default `cache_dir
     if todo: print(f"downloading fruits_nuts ({len(todo)} files) from {url} into {dest}", file=sys.stderr)
     for n in todo:
         try: _download(f"{url}/data/{n}", dest/n, FRUITS_NUTS_FILES[n])
-        except (urllib.error.URLError, OSError) as e:
+        except (OSError, http.client.HTTPException) as e:  # URLError is an OSError; a cut transfer, IncompleteRead
             raise DatasetError(f"could not download {url}/data/{n} ({getattr(e, 'reason', e)}), and {fruits_nuts_help()}") from None
     return dest
 
