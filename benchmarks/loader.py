@@ -21,8 +21,10 @@ persistent workers warm). Target: ours >= 0.8x the baseline's throughput.
 
     python benchmarks/loader.py                 # both datasets
     python benchmarks/loader.py --shapes 100    # a smaller shapes set
+
+The photos come from `teacher_lora.datasets.fruits_nuts()` ($TEACHER_LORA_DATA, the cache, or a download) unless --fruits names a folder.
 """
-import argparse, contextlib, io, time
+import argparse, contextlib, io, sys, time
 from pathlib import Path
 
 import numpy as np, torch
@@ -30,9 +32,9 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from teacher_lora.data import CocoDataset, DinoPreprocess, SamPreprocess, make_dataloader
+from teacher_lora.datasets import DatasetError, fruits_nuts
 from teacher_lora.test_utils import shapes_dataset
 
-ROOT = Path(__file__).resolve().parents[1]
 TARGET = 0.8
 
 
@@ -71,14 +73,16 @@ def ours(ann, images, workers, batch_size=4, to_model=False):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--fruits', default=str(ROOT.parent/'shared'/'data'/'fruits_nuts'))
+    p.add_argument('--fruits', default=None, help='folder with trainval.json and images/ (default: teacher_lora.datasets.fruits_nuts())')
     p.add_argument('--shapes', type=int, default=500, help='images in the synthetic shapes set')
     p.add_argument('--workdir', default='/tmp/teacher_lora_bench', help='where the shapes set is cached')
     args = p.parse_args()
+    try: fruits = Path(args.fruits) if args.fruits else fruits_nuts().root
+    except DatasetError as e: sys.exit(f"error: {e}")
     shapes = Path(args.workdir)/f'shapes_{args.shapes}'
     ann = shapes/'annotations.json'
     if not ann.exists(): ann = shapes_dataset(shapes, args.shapes, seed=0)
-    sets = [('fruits_nuts', Path(args.fruits)/'trainval.json', Path(args.fruits)/'images'),
+    sets = [('fruits_nuts', fruits/'trainval.json', fruits/'images'),
             (f'shapes ({args.shapes})', ann, shapes/'images')]
     rows, heads = [], []
     for name, a, im in sets:

@@ -1,16 +1,19 @@
 """Does pretraining help on real photos? LoRA from the shipped tiny pretrained teachers vs from random weights, on fruits_nuts.
 
-    python benchmarks/pretrained_vs_random.py [--data ../shared/data/fruits_nuts]   # about 10 min on 2 CPU cores
+    python benchmarks/pretrained_vs_random.py [--data FOLDER]   # about 10 min on 2 CPU cores
+
+The photos come from `teacher_lora.datasets.fruits_nuts()` ($TEACHER_LORA_DATA, the cache, or a download) unless --data names a folder.
 
 The 18 photos are split by image id (every third one held out: 12 train, 6 test); the user's files are only read.
 For each teacher: zero-shot and LoRA r=8 from the pretrained weights, and the same from random weights of the same
 architecture, with the same loop, steps and learning rate as benchmarks/lora_vs_full.py (each run a fresh process).
 """
-import argparse, json
+import argparse, json, sys
 from pathlib import Path
 import torch
 
 from lora_vs_full import TEACHERS, run_sub
+from teacher_lora.datasets import DatasetError, fruits_nuts
 
 
 def split(root:Path, work:Path):
@@ -26,13 +29,15 @@ def split(root:Path, work:Path):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    ap.add_argument('--data', default='../shared/data/fruits_nuts', help='folder with trainval.json and images/')
+    ap.add_argument('--data', default=None, help='folder with trainval.json and images/ (default: fruits_nuts())')
     ap.add_argument('--work', default='/tmp/teacher_lora_fruits')
     ap.add_argument('--epochs', type=int, default=20); ap.add_argument('--threads', type=int, default=2)
     ap.add_argument('--json', default='benchmarks/results/pretrained_vs_random.json')
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    train, test = split(Path(a.data), Path(a.work))
+    try: data = Path(a.data) if a.data else fruits_nuts().root
+    except DatasetError as e: sys.exit(f"error: {e}")
+    train, test = split(data, Path(a.work))
     rows = []
     for teacher in TEACHERS:
         for init in ('pretrained', 'random'):

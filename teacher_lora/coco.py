@@ -237,7 +237,7 @@ CHECKS = {  # code: (severity, how to fix)
  'area-invalid':   ('error', "area must be a positive number"),
  'area-inconsistent': ('warning', "area is larger than the bbox or differs from the mask: repair_coco recomputes it"),
  'iscrowd-invalid':('warning', "iscrowd must be 0 or 1"),
- 'path-escape':    ('error', "file_name resolves outside the image folder: refused; use a path relative to it"),
+ 'path-escape':    ('error', "file_name is absolute or leaves the image folder through '..': refused; use a path relative to it"),
  'file-missing':   ('error', "the image file is not in the image folder: add it or drop the image"),
  'image-unreadable': ('error', "the image cannot be decoded (corrupt or truncated): re-export or drop it"),
  'size-mismatch':  ('error', "width/height in the JSON differ from the image file: fix the JSON or the file"),
@@ -464,12 +464,12 @@ def _check_annotation(a, aid, imgs, cats, rep):
 def safe_image_path(root, # the image folder
                     file_name:str, # `file_name` from the COCO file
                    )->Path:
-    "`root/file_name`, or `CocoError` if it resolves outside `root` (absolute, `..`, symlinks)."
-    root = Path(root).resolve()
-    p = (root/file_name).resolve()
-    if Path(file_name).is_absolute() or not p.is_relative_to(root):
-        raise CocoError(f"file_name '{file_name}' resolves outside the image folder {root}: refused")
-    return p
+    "`root/file_name` as written (symlinks are followed when opened), or `CocoError` if it is absolute or leaves `root` through `..`."
+    root = os.path.abspath(root)  # not `resolve()`: a symlinked root or image stays where it was written
+    p = os.path.normpath(os.path.join(root, file_name))
+    if os.path.isabs(file_name) or p == root or os.path.commonpath([root, p]) != root:
+        raise CocoError(f"file_name '{file_name}' is outside the image folder {root}: refused")
+    return Path(p)
 
 # %% ../nbs/00_coco.ipynb #c6967599
 _MODES_OK = {'RGB'}

@@ -142,7 +142,7 @@ class CocoDataset(Dataset):
         self.images = list(self.d['images'])
         self.targets = _image_targets(self.d, {c: i for i, c in enumerate(self.cat_ids)})
         self.masks, self.crowd, self.augment, self.preprocess, self.skip = masks, crowd, augment, list(preprocess), skip_bad_images
-        self.names, self._paths = [name[c] for c in self.cat_ids], {}  # resolved, checked image paths, filled on first use
+        self.names, self._paths = [name[c] for c in self.cat_ids], {}  # checked image paths (as written), filled on first use
     def __len__(self): return len(self.images)
 
 # %% ../nbs/10_data.ipynb #26ff44d3

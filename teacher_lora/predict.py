@@ -74,12 +74,23 @@ def calibrate(exp, # an experiment folder (or `load_teachers` output) with a Gro
 # %% ../nbs/70_predict.ipynb #bc317950
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 
+def _walk(folder:str, above=frozenset()):
+    "Files under `folder`, recursively, through symlinked files and folders; a folder that is its own ancestor (a symlink cycle) is entered once."
+    try: st = os.stat(folder); entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError: return  # unreadable, or a dangling link
+    here = above | {(st.st_dev, st.st_ino)}
+    for e in entries:
+        try: is_dir, is_file = e.is_dir(), e.is_file()  # both follow symlinks
+        except OSError: continue
+        if is_dir and (s := os.stat(e.path)) and (s.st_dev, s.st_ino) not in here: yield from _walk(e.path, here)
+        elif is_file: yield Path(e.path)
+
 def find_images(src)->tuple:
-    "`(root, relative paths)`: the images under folder `src` (recursively, sorted), or the given list of image paths and their common folder."
+    "`(root, relative paths)`: the images under folder `src` (recursively, through symlinks, sorted), or the given list of image paths and their common folder."
     if isinstance(src, (str, Path)) and Path(src).is_dir():
-        root = Path(src); files = sorted(p for p in root.rglob('*') if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        root = Path(os.path.abspath(src)); files = sorted(p for p in _walk(str(root)) if p.suffix.lower() in IMAGE_SUFFIXES)
     else:
-        files = [Path(p).resolve() for p in ([src] if isinstance(src, (str, Path)) else src)]
+        files = [Path(os.path.abspath(p)) for p in ([src] if isinstance(src, (str, Path)) else src)]  # as written: symlinks stay links
         if missing := [str(p) for p in files if not p.is_file()]: raise FileNotFoundError(f"no such image: {missing[0]}")
         root = Path(os.path.commonpath([p.parent for p in files])) if files else Path('.')
     return root, [p.relative_to(root).as_posix() for p in files]

@@ -4,9 +4,9 @@ from pathlib import Path
 import pytest
 from teacher_lora.test_utils import broken_coco_corpus
 from teacher_lora.coco import validate_coco
+from teacher_lora.datasets import fruits_nuts, fruits_nuts_help
 
 BIN = Path(sys.executable).parent
-FRUITS = Path(__file__).resolve().parents[1].parent/'shared'/'data'/'fruits_nuts'
 
 
 def run(*args, cwd=None):
@@ -59,9 +59,9 @@ def test_bad_split_spec_is_a_usage_error(corpus):
     assert rc == 2 and 'name:ratio' in err and 'Traceback' not in err
 
 
-@pytest.mark.skipif(not FRUITS.exists(), reason='shared data not present')
 def test_fruits_nuts_validate_and_split(tmp_path):
-    rc, out, err = run('teacher-lora-validate', '--data', FRUITS/'trainval.json', '--images', FRUITS/'images',
+    if not (fruits := fruits_nuts(download=False)): pytest.skip(fruits_nuts_help())
+    rc, out, err = run('teacher-lora-validate', '--data', fruits.annotations, '--images', fruits.images,
                        '--split', 'train:0.7,val:0.15,test:0.15', '--stratify', '--out', tmp_path)
     assert rc == 0, out + err
     assert '0 error(s)' in out
@@ -70,7 +70,7 @@ def test_fruits_nuts_validate_and_split(tmp_path):
         d = json.loads((tmp_path/f'{split}.json').read_text())
         cats = {c['id']: c['name'] for c in d['categories']}
         assert {cats[a['category_id']] for a in d['annotations']} == names, split
-    rc, out, err = run('teacher-lora-validate', '--data', FRUITS/'trainval.json', '--split', 'train:0.5,val:0.5', '--out', tmp_path)
+    rc, out, err = run('teacher-lora-validate', '--data', fruits.annotations, '--split', 'train:0.5,val:0.5', '--out', tmp_path)
     assert rc == 2 and '--overwrite' in err  # never replaces existing files silently
 
 
