@@ -37,6 +37,8 @@ def _run(main):
     except KeyboardInterrupt: print("interrupted (a training run continues with --resume)", file=sys.stderr); return 130
     except Exception as e:
         if isinstance(e, _user_errors()): print(f"error: {_message(e)}", file=sys.stderr); return 2
+        if type(e).__name__ == 'OutOfMemoryError':  # torch's, met while evaluating or labelling (training names its own knobs)
+            print("error: out of GPU memory. Fix: a smaller --batch-size, or --device cpu", file=sys.stderr); return 2
         if os.environ.get('TEACHER_LORA_DEBUG'): raise
         print(f"internal error: {type(e).__name__}: {e}\n(set TEACHER_LORA_DEBUG=1 to see the traceback, "
               "and please report it)", file=sys.stderr)

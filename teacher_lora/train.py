@@ -612,7 +612,8 @@ def _check_finite(parts:dict, acc, where:str, folder):
 def _oom_message(c)->str:
     t = c.train
     return (f"out of GPU memory at train.batch_size={t.batch_size}. Fix: --set train.batch_size={max(1, t.batch_size // 2)} "
-            f"train.grad_accum={t.grad_accum * 2} (the same effective batch), or lower preprocess.dino_shortest / use a smaller SAM")
+            f"train.grad_accum={t.grad_accum * 2} (the same effective batch); or smaller inputs (preprocess.dino_shortest={c.preprocess.dino_shortest}, "
+            f"preprocess.dino_longest={c.preprocess.dino_longest}); for SAM fewer prompts per image (sam.max_prompts={c.sam.max_prompts}) or a smaller variant")
 
 # %% ../nbs/50_train.ipynb #34e09585
 def train_step(task, net, batch, acc, sync:bool, accum:int, where:str, folder, c)->dict:
@@ -891,7 +892,8 @@ def train(data, # COCO annotation file of the training data
     for n in names:
         task = make_task(n, c, acc, exp)
         kw = dict(masks=n == 'sam', preprocess=[task.pre], cat_ids=c.dataset.cat_ids)
-        state = fit(task, CocoDataset(tr, images, augment=aug, **kw), CocoDataset(va, images, **kw), c, exp/n, acc, log, resume)
+        try: state = fit(task, CocoDataset(tr, images, augment=aug, **kw), CocoDataset(va, images, **kw), c, exp/n, acc, log, resume)
+        except torch.OutOfMemoryError: raise TrainError(_oom_message(c) + f". Checkpoints already written in {exp/n} stay valid: --resume continues") from None
         out[n] = dict(folder=write_teacher(task, state, c, exp/n, acc), metric=task.metric, before=state['history'][0],
                       best=state['best'], epochs=state['epoch'], cache=repr(task.cache))
         del task
