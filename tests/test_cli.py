@@ -74,6 +74,34 @@ def test_fruits_nuts_validate_and_split(tmp_path):
     assert rc == 2 and '--overwrite' in err  # never replaces existing files silently
 
 
+def test_fruits_nuts_summary(tmp_path):
+    "The summary comes before the findings: images, annotations, and each class with its count."
+    if not (fruits := fruits_nuts(download=False)): pytest.skip(fruits_nuts_help())
+    rc, out, err = run('teacher-lora-validate', '--data', fruits.annotations, '--images', fruits.images)
+    assert rc == 0, out + err
+    lines = [l.split() for l in out.splitlines()]
+    for row in (['images', '18'], ['annotations', '165'], ['date', '71'], ['fig', '41'], ['hazelnut', '53']): assert row in lines, out
+    assert out.index('hazelnut') < out.index('0 error(s), 0 warning(s)')
+    rc, out, err = run('teacher-lora-validate', '--data', fruits.annotations, '--quiet')
+    assert rc == 0 and out.splitlines() == [f"{fruits.annotations}: 0 error(s), 0 warning(s)"], out
+
+
+def test_fruits_nuts_roboflow_category_trains_three_classes(tmp_path):
+    "Roboflow's export adds the dataset's name as category 0, unannotated: the prompt keeps the three real classes."
+    if not (fruits := fruits_nuts(download=False)): pytest.skip(fruits_nuts_help())
+    d = json.loads(fruits.annotations.read_text())
+    d['categories'].insert(0, dict(id=0, name='fruits-nuts', supercategory='none'))
+    (tmp_path/'rf.json').write_text(json.dumps(d))
+    rc, out, err = run('teacher-lora-validate', '--data', tmp_path/'rf.json', '--quiet')
+    assert rc == 0 and 'category-unused' in out, out + err
+    rc, out, err = run('teacher-lora-train', '--data', tmp_path/'rf.json', '--images', fruits.images, '--output', tmp_path/'exp',
+                       '--dino', 'tiny', '--only', 'dino', '--set', 'train.epochs=1', 'data.workers=0', 'preprocess.dino_shortest=96',
+                       'preprocess.dino_longest=128')
+    assert rc == 0, out + err
+    card = json.loads((tmp_path/'exp'/'dino'/'teacher'/'teacher_card.json').read_text())
+    assert [p['prompt'] for p in card['prompts']] == ['date . fig . hazelnut .'] and card['cat_ids'] == [1, 2, 3], card['prompts']
+    assert 'left out of the prompt and the teachers: fruits-nuts' in out
+
 def test_demo(tmp_path):
     rc, out, err = run('teacher-lora-validate', '--demo', cwd=tmp_path)
     assert rc == 0, out + err
