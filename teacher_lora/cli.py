@@ -163,7 +163,8 @@ def _finish(res:dict, images, output, val, device, test=None):
     if st.is_main_process and 'dino' in res:
         p = load_config(Path(output)/'config.yaml').label.precision
         th = calibrate(output, val, images, p, dev=device)
-        _say(f"labelling thresholds for precision {p:g} on {val}: " + ', '.join(f"{n} {t['score']:.2f}" + ('' if t['reached'] else ' (not reached)') for n, t in th.items()))
+        _say(f"labelling thresholds for precision {p:g} on {val}: " + ', '.join(f"{n} " + ('off (no right detection; lower label.precision to label it)' if t['score'] is None
+                                                                              else f"{t['score']:.2f}" + ('' if t['reached'] else ' (not reached)')) for n, t in th.items()))
     if st.is_main_process and test:
         n = len(load_coco(test)['images'])
         _say(f"\ntest split ({test}, {n} images: never trained on, nor used to pick the checkpoint or the thresholds), "
@@ -253,6 +254,7 @@ def label_cli(exp:str=None, # experiment folder (teacher-lora-train --output)
         from teacher_lora.evaluate import load_teachers
         from teacher_lora.predict import label_images
         if not (exp and images and out): raise UsageError("--exp, --images and --out are required")
+        if threshold is not None and not 0 <= threshold <= 1: raise UsageError(f"--threshold {threshold}: a score threshold is a number from 0 to 1")
         ts = load_teachers(exp, device)
         d = label_images(ts, images, out, batch_size, workers, None if threshold is None else {n: threshold for n in ts['dino'].names} if 'dino' in ts else None, dev=device)
         n = Counter(a['category_id'] for a in d['annotations']); names = {c['id']: c['name'] for c in d['categories']}

@@ -7,7 +7,7 @@ Docs: https://teacher-lora.github.io/teacher_lora/evaluate.html.md"""
 # %% auto #0
 __all__ = ['STATS', 'PIPELINES', 'EvalError', 'load_results', 'coco_eval', 'summarize', 'score_results', 'teacher_task',
            'load_teachers', 'sam_masks', 'sam_frame_boxes', 'sam_gt_results', 'grounded_results', 'adapters',
-           'predict_coco', 'Evaluation', 'score_predictions', 'evaluate', 'write_evaluation']
+           'predict_coco', 'Evaluation', 'score_predictions', 'check_categories', 'evaluate', 'write_evaluation']
 
 # %% ../nbs/60_evaluate.ipynb #3ddcdf97
 import contextlib, copy, io, json, math, warnings
@@ -97,6 +97,7 @@ def score_results(results, # a COCO results file or list
                   verbose:bool=True)->dict:
     "Score a results file without running a model: per IoU type present ('bbox' if every record has a box, 'segm' if a mask), the `summarize` dict."
     g = load_coco(gt); rs = load_results(results, g)
+    if not rs: raise EvalError(f"{results}: holds no detections (an empty list), so there is nothing to score. Fix: check that the model wrote its predictions")
     names = [c['name'] for c in sorted(g['categories'], key=lambda c: c['id'])]
     types = [t for t, k in (('bbox', 'bbox'), ('segm', 'segmentation')) if rs and all(k in r for r in rs)]
     if rs and not types: raise EvalError(f"{results}: some records have only a box, others only a mask. Fix: give every record the same fields")
@@ -242,6 +243,16 @@ def score_predictions(preds:dict, gt:dict)->Evaluation:
             for k, (title, _, ms) in PIPELINES.items() if k in stats['tuned'] for m, label in ms.items()]
     return Evaluation(rows, stats, preds, evals)
 
+# %% ../nbs/60_evaluate.ipynb #e718cd3b
+def check_categories(ann, gt:dict, # a ground-truth file and its parsed dict
+                     t)->dict:
+    "Refuse ground truth whose categories do not hold teacher `t`'s classes with the same ids *and* names: ids swapped between files would score silently wrong."
+    cats = {c['id']: c['name'] for c in gt['categories']}
+    if any(cats.get(i) != n for i, n in zip(t.cat_ids, t.names)):
+        raise EvalError(f"{ann}: its categories {sorted(cats.items())[:10]} do not hold the teachers' classes {list(zip(t.cat_ids, t.names))[:10]} "
+                        "(same id, same name). Fix: score on data with the training categories")
+    return cats
+
 # %% ../nbs/60_evaluate.ipynb #ebb78cbc
 def evaluate(teachers, # `load_teachers` output, or an experiment / teacher folder
              ann, # the COCO file to score on (boxes for DINO, masks for SAM)
@@ -251,11 +262,7 @@ def evaluate(teachers, # `load_teachers` output, or an experiment / teacher fold
              batch_size:int=2, dev=None)->Evaluation:
     "Box AP (Grounding DINO), mask AP and mIoU with ground-truth boxes (SAM), mask AP of DINO → SAM; base vs tuned; all by pycocotools."
     ts = teachers if isinstance(teachers, dict) else load_teachers(teachers, dev)
-    gt = load_coco(ann)
-    cats, t0 = {c['id']: c['name'] for c in gt['categories']}, next(iter(ts.values()))
-    if any(cats.get(i) != n for i, n in zip(t0.cat_ids, t0.names)):
-        raise EvalError(f"{ann}: its categories {sorted(cats.items())} do not hold the teachers' classes {list(zip(t0.cat_ids, t0.names))} (same id, same name). "
-                        "Fix: evaluate on data with the training categories")
+    gt = load_coco(ann); check_categories(ann, gt, next(iter(ts.values())))
     if 'sam' in ts and not any(a.get('segmentation') for a in gt['annotations']):
         warnings.warn(f"{ann}: no masks, so the SAM teacher is not scored"); ts = {k: v for k, v in ts.items() if k != 'sam'}
     ds = CocoDataset(gt, image_root, preprocess=[t.pre for t in ts.values()])
