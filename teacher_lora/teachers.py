@@ -119,8 +119,10 @@ def fetch_dino(name_or_path:str)->str:
     if Path(name_or_path).is_dir():
         if not (Path(name_or_path)/'config.json').is_file(): raise TeacherError(_dino_error(name_or_path, FileNotFoundError('no config.json')))
         return name_or_path
-    from huggingface_hub import snapshot_download
-    try: d = Path(snapshot_download(name_or_path, allow_patterns=['*.json', '*.txt', '*.safetensors']))
+    from huggingface_hub import hf_hub_download, snapshot_download
+    try:
+        d = Path(snapshot_download(name_or_path, allow_patterns=['*.json', '*.txt', '*.safetensors']))  # not the .bin copy of the weights
+        if not any(d.glob('*.safetensors')) and not (d/'pytorch_model.bin').is_file(): hf_hub_download(name_or_path, 'pytorch_model.bin')  # a repo without safetensors
     except Exception as e: raise TeacherError(_dino_error(name_or_path, e)) from None
     if not (d/'config.json').is_file() or not (any(d.glob('*.safetensors')) or (d/'pytorch_model.bin').is_file()):
         raise TeacherError(_dino_error(name_or_path, FileNotFoundError(f"{d} lacks config.json or the weights")))
