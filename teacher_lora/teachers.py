@@ -6,7 +6,7 @@ Docs: https://teacher-lora.github.io/teacher_lora/teachers.html.md"""
 
 # %% auto #0
 __all__ = ['DINO_LORA_TARGETS', 'SAM_LORA_TARGETS', 'SAM_LORA_HEADS', 'SAM_CONFIGS', 'SAM_URLS', 'SAM_URL_ENV', 'TeacherError',
-           'dino_tokenizer', 'PromptMap', 'class_scores', 'split_prompts', 'tiny_dino', 'load_dino', 'fetch_dino',
+           'dino_tokenizer', 'PromptMap', 'class_scores', 'split_prompts', 'tiny_dino', 'fetch_dino', 'load_dino',
            'apply_lora', 'count_parameters', 'verify_freezing', 'dino_inputs', 'build_sam', 'tiny_sam', 'load_weights',
            'sam_url', 'sam_cache_file', 'sam_checkpoint', 'load_sam', 'sam_decode', 'file_sha256', 'sam_base',
            'teacher_card', 'save_teacher', 'load_teacher', 'merge_lora', 'dino_detect', 'sam_segment', 'GroundedSAM']
@@ -96,25 +96,9 @@ def _dino_error(name:str, e:Exception)->str:
             f"--dino /path/to/folder (written by save_pretrained; --set dino.model=... in a config), or --dino tiny-pretrained "
             "(the small offline demo teacher)")
 
-# %% ../nbs/30_teachers.ipynb #dd7222a1
-def load_dino(name_or_path:str, # hub id (e.g. 'IDEA-Research/grounding-dino-tiny'), a local folder, 'tiny' or 'tiny-pretrained'
-             ):
-    "`(model, tokenizer)`: a `GroundingDinoForObjectDetection` and its tokenizer (the shipped one if the folder has none)."
-    from transformers import AutoTokenizer, GroundingDinoForObjectDetection
-    if name_or_path == 'tiny': return tiny_dino(), dino_tokenizer()  # the offline test architecture: deterministic random weights
-    if name_or_path == 'tiny-pretrained':  # shipped with the package, pretrained by benchmarks/pretrain_tiny.py
-        from teacher_lora.pretrained import load_tiny
-        return load_tiny('grounding_dino'), dino_tokenizer()
-    try: model = GroundingDinoForObjectDetection.from_pretrained(name_or_path)
-    except (OSError, ValueError) as e: raise TeacherError(_dino_error(name_or_path, e)) from None
-    try: tok = AutoTokenizer.from_pretrained(name_or_path)
-    except (OSError, ValueError): tok = None
-    ok = tok is not None and tok.convert_tokens_to_ids(['[CLS]', '[SEP]', '.', '?']) == [101, 102, 1012, 1029]  # the ids the model hard-codes
-    return model, tok if ok else dino_tokenizer()  # transformers 5 makes a 5-token tokenizer of a folder without tokenizer files
-
 # %% ../nbs/30_teachers.ipynb #3654d654
 def fetch_dino(name_or_path:str)->str:
-    "Make sure Grounding DINO `name_or_path` can be loaded before a run starts: a hub id is fetched into (or found in) the Hugging Face cache."
+    "Where Grounding DINO `name_or_path` loads from, checked before a run starts: a hub id's folder in the Hugging Face cache (downloaded once)."
     if name_or_path in ('tiny', 'tiny-pretrained'): return name_or_path
     if Path(name_or_path).is_dir():
         if not (Path(name_or_path)/'config.json').is_file(): raise TeacherError(_dino_error(name_or_path, FileNotFoundError('no config.json')))
@@ -126,7 +110,24 @@ def fetch_dino(name_or_path:str)->str:
     except Exception as e: raise TeacherError(_dino_error(name_or_path, e)) from None
     if not (d/'config.json').is_file() or not (any(d.glob('*.safetensors')) or (d/'pytorch_model.bin').is_file()):
         raise TeacherError(_dino_error(name_or_path, FileNotFoundError(f"{d} lacks config.json or the weights")))
-    return name_or_path
+    return str(d)
+
+# %% ../nbs/30_teachers.ipynb #dd7222a1
+def load_dino(name_or_path:str, # hub id (e.g. 'IDEA-Research/grounding-dino-tiny'), a local folder, 'tiny' or 'tiny-pretrained'
+             ):
+    "`(model, tokenizer)`: a `GroundingDinoForObjectDetection` and its tokenizer (the shipped one if the folder has none)."
+    from transformers import AutoTokenizer, GroundingDinoForObjectDetection
+    if name_or_path == 'tiny': return tiny_dino(), dino_tokenizer()  # the offline test architecture: deterministic random weights
+    if name_or_path == 'tiny-pretrained':  # shipped with the package, pretrained by benchmarks/pretrain_tiny.py
+        from teacher_lora.pretrained import load_tiny
+        return load_tiny('grounding_dino'), dino_tokenizer()
+    src = fetch_dino(name_or_path)  # a hub id: its folder in the Hugging Face cache, so loading asks the network nothing more
+    try: model = GroundingDinoForObjectDetection.from_pretrained(src)
+    except (OSError, ValueError) as e: raise TeacherError(_dino_error(name_or_path, e)) from None
+    try: tok = AutoTokenizer.from_pretrained(src)
+    except (OSError, ValueError): tok = None
+    ok = tok is not None and tok.convert_tokens_to_ids(['[CLS]', '[SEP]', '.', '?']) == [101, 102, 1012, 1029]  # the ids the model hard-codes
+    return model, tok if ok else dino_tokenizer()  # transformers 5 makes a 5-token tokenizer of a folder without tokenizer files
 
 # %% ../nbs/30_teachers.ipynb #126a431f
 DINO_LORA_TARGETS = (r'.*decoder\.layers\.\d+\.(self_attn\.(query|key|value|out_proj)|encoder_attn_text\.(query|key|value|out_proj)'
