@@ -178,7 +178,7 @@ def train_cli(data:str=None, # COCO annotation file of the training data
               output:str=None, # experiment folder: config, logs, checkpoints, teachers
               val:str=None, # COCO file of the validation data (default: split off data.val_fraction of --data)
               dino:str=None, # Grounding DINO: hub id, local folder, tiny or tiny-pretrained
-              sam:str=None, # SAM: vit_b|vit_l|vit_h[:checkpoint.pth], tiny or tiny-pretrained
+              sam:str=None, # SAM: vit_b|vit_l|vit_h[:auto|random|checkpoint.pth] (auto, the default: Meta's weights, downloaded once), tiny or tiny-pretrained
               config:str=None, # YAML file of config overrides
               set:Annotated[str, "config overrides, e.g. train.lr=1e-4 train.epochs=10", {'nargs': '*'}]=None,
               resume:store_true=False, # continue the experiment in --output from its last checkpoint

@@ -6,10 +6,11 @@ Docs: https://teacher-lora.github.io/teacher_lora/test_utils.html.md"""
 
 # %% auto #0
 __all__ = ['SHAPE_COLOURS', 'TARGET_COLOURS', 'DOMAINS', 'tiny_coco', 'write_coco', 'broken_coco_corpus', 'shapes_dataset',
-           'shapes_domain', 'tiny_dino', 'tiny_sam', 'perturbed_results']
+           'shapes_domain', 'perturbed_results', 'local_server', 'dead_url']
 
 # %% ../nbs/90_test_utils.ipynb #885acda7
 import copy, json
+from contextlib import contextmanager
 from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
@@ -366,27 +367,13 @@ def shapes_domain(path, n_images:int, domain:str='target', seed:int=0)->Path:
     if domain not in DOMAINS: raise ValueError(f"domain must be one of {', '.join(DOMAINS)}, not {domain!r}")
     return shapes_dataset(path, n_images, seed=seed, **DOMAINS[domain])
 
-# %% ../nbs/90_test_utils.ipynb #bc09a8f1
-def tiny_dino(d_model:int=32, layers:int=2, queries:int=30):
-    "A `GroundingDinoForObjectDetection` with a tiny Swin backbone and BERT text encoder (real vocabulary), random weights."
-    import torch
-    from transformers import BertConfig, GroundingDinoConfig, GroundingDinoForObjectDetection, SwinConfig
-    bb = SwinConfig(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 2], window_size=4, out_indices=[2, 3, 4])
-    tc = BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, max_position_embeddings=512)
-    cfg = GroundingDinoConfig(backbone_config=bb, text_config=tc, d_model=d_model, encoder_layers=1, decoder_layers=layers,
-                              encoder_ffn_dim=64, decoder_ffn_dim=64, encoder_attention_heads=2, decoder_attention_heads=2,
-                              num_queries=queries, auxiliary_loss=True)
-    torch.manual_seed(0)
-    return GroundingDinoForObjectDetection(cfg)
-
-# %% ../nbs/90_test_utils.ipynb #9c736c61
-def tiny_sam(img_size:int=256, embed_dim:int=32, prompt_dim:int=32):
-    "A `segment_anything` `Sam` at a 256 px input with a 2-block ViT encoder and a small decoder, random weights."
-    import torch
-    from teacher_lora.teachers import build_sam
-    torch.manual_seed(0)
-    return build_sam(embed_dim=embed_dim, depth=2, num_heads=2, global_attn=(1,), img_size=img_size, window=4,
-                     prompt_dim=prompt_dim, mlp_dim=64, decoder_heads=2, iou_hidden=32)
+# %% ../nbs/90_test_utils.ipynb #e3be3922
+def __getattr__(name):
+    "`tiny_dino` and `tiny_sam`, from `teacher_lora.teachers` where they live, imported when first asked for."
+    if name in ('tiny_dino', 'tiny_sam'):
+        from teacher_lora import teachers
+        return getattr(teachers, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 # %% ../nbs/90_test_utils.ipynb #d22015ee
 def perturbed_results(gt:dict, # a COCO ground truth with polygon or RLE masks
@@ -410,3 +397,23 @@ def perturbed_results(gt:dict, # a COCO ground truth with polygon or RLE masks
             m = np.zeros((h, w), bool); m[y:y + rng.integers(8, h // 2), x:x + rng.integers(8, w // 2)] = True
             add(im['id'], rng.choice(cats), m, rng.uniform(.05, .6))
     return out
+
+# %% ../nbs/90_test_utils.ipynb #fa77caa0
+@contextmanager
+def local_server(folder):
+    "Serve `folder` over HTTP on 127.0.0.1 (a free port) from a thread: yields `(base_url, requests)`, the paths asked for, in order."
+    import functools, http.server, threading
+    log = []
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self): log.append(self.path); super().do_GET()
+        def log_message(self, *args): pass
+    srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), functools.partial(Handler, directory=str(folder)))
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try: yield f"http://127.0.0.1:{srv.server_port}", log
+    finally: srv.shutdown(); srv.server_close()
+
+def dead_url()->str:
+    "An `http://127.0.0.1:PORT` URL where nothing listens (a port just freed): every request is refused, as offline."
+    import socket
+    with socket.socket() as s: s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"

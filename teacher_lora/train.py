@@ -10,7 +10,7 @@ __all__ = ['DISK_MARGIN', 'EXP_ITEMS', 'TrainError', 'mixed_precision', 'train_m
            'dino_encode', 'dino_decode', 'SamDecoder', 'SamTask', 'DinoTask', 'coco_box_ap', 'epoch_batches',
            'rng_state', 'set_rng_state', 'trainable_state', 'checkpoints', 'save_checkpoint', 'load_checkpoint',
            'read_metrics', 'RunLog', 'validate', 'train_step', 'fit', 'prepare_output', 'make_accelerator', 'make_task',
-           'write_teacher', 'plot_metrics', 'train']
+           'write_teacher', 'plot_metrics', 'fetch_weights', 'train']
 
 # %% ../nbs/50_train.ipynb #0c6f1e29
 import errno, io, json, math, os, random, re, shutil, sys, time, hashlib
@@ -804,7 +804,7 @@ def write_teacher(task, state:dict, c, folder, acc)->Path:
     out = folder/'teacher'
     if acc.is_main_process:
         m = c.dino if task.name == 'dino' else c.sam
-        base = dict(id=m.model) if task.name == 'dino' else dict(variant=m.model, checkpoint=m.checkpoint)
+        base = dict(id=m.model) if task.name == 'dino' else sam_base(m.model, m.checkpoint)
         use = dict(shortest=task.pre.shortest, longest=task.pre.longest, box_threshold=m.box_threshold) if task.name == 'dino' else dict(multimask=m.multimask)
         card = teacher_card(task.kind, base, c.dataset.names, c.dataset.cat_ids, dict(r=m.lora_r, alpha=m.lora_alpha, dropout=m.lora_dropout),
                             metrics=state.get('best'), history=state['history'], use=use)
@@ -847,6 +847,11 @@ def _teachers(c, only=None)->list:
         names = [n for n in names if n in only]
     return names
 
+# %% ../nbs/50_train.ipynb #96d08ab7
+def fetch_weights(c, names:list)->dict:
+    "The base weights of teachers `names`, got before a run writes anything: SAM's checkpoint (downloaded for `auto`), Grounding DINO in the Hugging Face cache."
+    return {n: fetch_dino(c.dino.model) if n == 'dino' else sam_checkpoint(c.sam.model, c.sam.checkpoint) for n in names}
+
 # %% ../nbs/50_train.ipynb #7cc806c5
 def _prepare_data(data, val, exp, c, acc)->tuple:
     "The training and validation files: `val` as given, or a stratified split of `data` (`data.val_fraction`) in `exp/splits`."
@@ -867,7 +872,7 @@ def train(data, # COCO annotation file of the training data
           images, # folder the images' `file_name`s are relative to
           output, # experiment folder (config, logs, checkpoints, teachers)
           val=None, # COCO file of the validation data; default: `data.val_fraction` of `data`, split off
-          dino:str=None, sam:str=None, # base models: hub id / folder / 'tiny'; 'vit_b:PATH.pth' / 'tiny'
+          dino:str=None, sam:str=None, # base models: hub id / folder / 'tiny'; 'vit_b[:auto|random|PATH.pth]' / 'tiny'
           config=None, sets:list=None, # a YAML file of overrides; `section.key=value` overrides
           resume:bool=False, overwrite:bool=False, epochs:int=None, device:str=None,
           only:list=None, # train only these of the teachers the data calls for ('dino', 'sam')
@@ -882,7 +887,7 @@ def train(data, # COCO annotation file of the training data
         print(f"{data}: {len(c.dataset.unused)} categor{'y' if len(c.dataset.unused) == 1 else 'ies'} without annotations left out of the prompt "
               f"and the teachers: {', '.join(c.dataset.unused[:10])}" + (' ...' if len(c.dataset.unused) > 10 else ''))
     prepare_output(exp, c, resume, overwrite)
-    acc.wait_for_everyone()
+    with acc.main_process_first(): fetch_weights(c, names)  # downloads or finds the base weights; fails before anything is written
     if acc.is_main_process:
         if overwrite: _clear(exp)
         exp.mkdir(parents=True, exist_ok=True)
