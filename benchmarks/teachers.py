@@ -46,11 +46,11 @@ def main():
     t0 = time.time()
     torch.manual_seed(0)
     models = {'Grounding DINO Swin-T': (GroundingDinoForObjectDetection(GroundingDinoConfig()), DINO_LORA_TARGETS),
-              'SAM ViT-B': (load_sam('vit_b'), SAM_LORA_TARGETS)}
+              'SAM ViT-B': (load_sam('vit_b', 'random'), SAM_LORA_TARGETS)}
     totals = {k: count_parameters(m)['total'] for k, (m, _) in models.items()}
     full = {k: state_bytes(m) for k, (m, _) in models.items()}
     print(f"built in {time.time()-t0:.0f} s")
-    for v in ('vit_l', 'vit_h'): print(f"SAM {v}: {sum(p.numel() for p in load_sam(v).parameters())/1e6:.1f}M parameters")
+    for v in ('vit_l', 'vit_h'): print(f"SAM {v}: {sum(p.numel() for p in load_sam(v, 'random').parameters())/1e6:.1f}M parameters")
     print(f"\n{'model':<24}{'params':>10}{'rank':>6}{'dtype':>6}{'trainable':>11}{'share':>8}{'adapter MB':>12}{'full MB':>9}{'x smaller':>11}")
     res = {}
     for r in map(int, args.ranks.split(',')):
