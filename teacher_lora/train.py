@@ -188,9 +188,11 @@ def _write(self:FeatureCache, k:str, stored:dict, was:dict):
 @patch
 def put(self:FeatureCache, k:str, feats:dict)->dict:
     "Store `feats` for image key `k` (on the CPU, floats in `dtype`); return them as a lookup will (a disk entry appears whole or not at all)."
-    if not self.decided: self._decide(pack_features(feats, self.dtype)[0])
     if self.mode == 'off': return feats
     stored, was = pack_features(feats, self.dtype)
+    if not self.decided:
+        self._decide(stored)
+        if self.mode == 'off': return feats
     if self.mode == 'memory': self.mem[fingerprint(self.key, self.dtype, k)] = (stored, was)
     else: self._write(k, stored, was)
     return unpack_features(stored, was)
