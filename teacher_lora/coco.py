@@ -658,9 +658,23 @@ def _write_json_atomic(d, dst):
         os.replace(tmp, dst)
     except BaseException: Path(tmp).unlink(missing_ok=True); raise
 
+# %% ../nbs/00_coco.ipynb #c4b3a6d4
+def _has_size(im): return all(_is_int(im.get(k)) and im[k] > 0 for k in ('width', 'height'))
+
+def _sizes_from_files(imgs, root, log):
+    "Fill in width/height from the image file's header (as loaded: EXIF orientation applied) where the JSON lacks valid ones."
+    for iid, im in imgs.items():
+        if _has_size(im): continue
+        try:
+            with Image.open(safe_image_path(root, im['file_name'])) as f: w, h = f.size[::-1] if f.getexif().get(0x0112, 1) in (5, 6, 7, 8) else f.size
+        except Exception as e: log.append(Change('image', iid, 'size not read', _clip(f"{type(e).__name__}: {e}", 120))); continue
+        log.append(Change('image', iid, 'size from the image file', f"{_clip(im.get('width'), 20)}x{_clip(im.get('height'), 20)} -> {w}x{h}"))
+        im['width'], im['height'] = w, h
+
 # %% ../nbs/00_coco.ipynb #33a7c438
 def repair_coco(src, # path to a COCO file (or a dict; it is not modified)
                 dst, # where to write the repaired file; must not be `src`
+                image_root=None, # image folder: width/height missing from the JSON are read from the files' headers
                )->list:
     "Write a repaired copy of `src` to `dst`: boxes/areas from masks, boxes clipped, unusable annotations dropped. Returns the change log."
     if not isinstance(src, dict) and Path(dst).resolve() == Path(src).resolve():
@@ -669,15 +683,19 @@ def repair_coco(src, # path to a COCO file (or a dict; it is not modified)
     for k in ('images', 'annotations', 'categories'): _records(d, k, src)
     imgs = {i['id']: i for i in d['images'] if isinstance(i, dict) and _is_int(i.get('id'))}
     cats = {c['id'] for c in d['categories'] if isinstance(c, dict) and _is_int(c.get('id'))}
-    log, kept, seen = [], [], set()
+    log, kept, seen, nosize = [], [], set(), set()
+    if image_root is not None: _sizes_from_files(imgs, image_root, log)
     for a in d['annotations']:
         aid = a.get('id') if isinstance(a, dict) else None
         im = imgs.get(a.get('image_id')) if isinstance(a, dict) else None
         why = ('not a record' if not isinstance(a, dict) else 'duplicate id' if aid in seen else
                'unknown image' if im is None else 'unknown category' if a.get('category_id') not in cats else
-               'no usable geometry' if not _is_int(im.get('width')) or not _repair_ann(a, im, log) else None)
-        if why: log.append(Change('annotation', aid, 'dropped', why))
-        else: kept.append(a); seen.add(aid)
+               'image size unknown' if not _has_size(im) else 'no usable geometry' if not _repair_ann(a, im, log) else None)
+        if why == 'image size unknown': nosize.add(im['id'])  # nothing to check the geometry against: kept as it is
+        elif why: log.append(Change('annotation', aid, 'dropped', why)); continue
+        kept.append(a); seen.add(aid)
+    log += [Change('image', i, 'annotations kept unrepaired', "no width/height: add them, or pass image_root (--images) to read them from the file")
+            for i in sorted(nosize)]
     d['annotations'] = kept
     _write_json_atomic(d, dst)
     return log
@@ -709,6 +727,41 @@ def _stratified_assign(labels, ratios, rng):
     for i in order[out[order] < 0]: s = int(np.argmax(want_n)); out[i] = s; want_n[s] -= 1
     return out
 
+# %% ../nbs/00_coco.ipynb #670121e3
+def _same_bytes(imgs, root)->list:
+    "(index, sha1) of the image files of `imgs` that share their byte size with another file: the only ones that can be copies."
+    by_size = defaultdict(list)
+    for i, im in enumerate(imgs):
+        try: by_size[os.path.getsize(safe_image_path(root, im['file_name']))].append(i)
+        except (OSError, ValueError, TypeError, CocoError): pass  # missing or unusable: the validator reports it
+    out = []
+    for i in (i for g in by_size.values() if len(g) > 1 for i in g):
+        try: out.append((i, hashlib.sha1(safe_image_path(root, imgs[i]['file_name']).read_bytes()).hexdigest()))
+        except OSError: pass
+    return out
+
+# %% ../nbs/00_coco.ipynb #cdff41fe
+def _photo_groups(imgs, root=None)->list:
+    "The group of each image record: records with the same `file_name` (normalised), or with `root` the same bytes, are one photo."
+    parent, first = list(range(len(imgs))), {}
+    def find(i):
+        while parent[i] != i: parent[i] = parent[parent[i]]; i = parent[i]
+        return i
+    keys = [(i, os.path.normpath(str(im.get('file_name')))) for i, im in enumerate(imgs)]
+    for i, k in keys + ([(i, ('sha1', h)) for i, h in _same_bytes(imgs, root)] if root is not None else []):
+        j = first.setdefault(k, i)
+        if j != i: parent[find(i)] = find(j)
+    return [find(i) for i in range(len(imgs))]
+
+# %% ../nbs/00_coco.ipynb #03b0210f
+def _no_empty_split(where, k:int)->np.ndarray:
+    "Give each empty split one unit, taken from the largest split, when there are at least `k` units (a tiny dataset still gets a val image)."
+    where = np.array(where, dtype=int)
+    if len(where) < k: return where
+    for s in range(k):
+        if not (where == s).any(): where[np.flatnonzero(where == np.bincount(where, minlength=k).argmax())[-1]] = s
+    return where
+
 # %% ../nbs/00_coco.ipynb #a320c388
 def _subset(d, ids):
     "A COCO dict with the images in `ids`, their annotations, and every category."
@@ -723,8 +776,9 @@ def split_coco(coco, # path to a COCO file, or a parsed dict
                stratify:bool=True, # keep each class's share of images close to the ratios
                seed:int=0,
                out_dir=None, # if given, write `out_dir/{split}.json` for each split
+               image_root=None, # image folder: copies of one photo under different names also stay together
               )->dict:
-    "Split a COCO dataset by image into {split name: COCO dict}; deterministic for a seed."
+    "Split a COCO dataset by photo into {split name: COCO dict}, no split left empty; deterministic for a seed."
     d = load_coco(coco)
     ratios = parse_ratios(ratios) if isinstance(ratios, str) else ratios
     try:
@@ -734,11 +788,17 @@ def split_coco(coco, # path to a COCO file, or a parsed dict
     except (KeyError, TypeError) as e:
         raise CocoError(f"{'<dict>' if isinstance(coco, dict) else coco}: cannot split, a record lacks {e}. "
                         "Fix: run validate_coco (or teacher-lora-validate --fix) first") from None
+    groups = _photo_groups(d['images'], image_root)
+    unit = {g: u for u, g in enumerate(dict.fromkeys(groups))}  # one unit per photo, in order of its first record
+    ulab = [set() for _ in unit]
+    for i, g in zip(ids, groups): ulab[unit[g]] |= lab[i]
     rng = np.random.default_rng(seed)
-    if stratify: where = _stratified_assign([lab[i] for i in ids], ratios, rng)
+    if stratify: uw = _stratified_assign(ulab, ratios, rng)
     else:
-        cuts = np.round(np.cumsum(list(ratios.values())) * len(ids)).astype(int)
-        where = np.searchsorted(cuts, np.argsort(rng.permutation(len(ids))), side='right')
+        cuts = np.round(np.cumsum(list(ratios.values())) * len(unit)).astype(int)
+        uw = np.searchsorted(cuts, np.argsort(rng.permutation(len(unit))), side='right')
+    uw = _no_empty_split(uw, len(ratios))
+    where = [uw[unit[g]] for g in groups]
     splits = {name: _subset(d, [i for i, w in zip(ids, where) if w == s]) for s, name in enumerate(ratios)}
     if out_dir is not None:
         for name, sd in splits.items(): _write_json_atomic(sd, Path(out_dir)/f'{name}.json')
