@@ -73,7 +73,7 @@ def _validate(data, images, fix, split, stratify, out, seed, overwrite, quiet=Fa
     print(rep)
     if not rep.usable: return 2
     if fix:
-        log = repair_coco(data, fix)
+        log = repair_coco(data, fix, image_root=images)
         print(f"\nrepaired copy written to {fix} ({len(log)} change(s)):" + ''.join(f"\n  {c}" for c in log[:50])
               + (f"\n  ... and {len(log)-50} more" if len(log) > 50 else ''))
         rep = validate_coco(fix, image_root=images); print(f"\nafter repair: {rep}")
@@ -82,7 +82,7 @@ def _validate(data, images, fix, split, stratify, out, seed, overwrite, quiet=Fa
         if not rep.ok: print("\nnot splitting a file with errors: fix them first (or pass --fix)"); return 1
         outs = [Path(out)/f'{k}.json' for k in ratios]
         if not overwrite and (ex := [str(o) for o in outs if o.exists()]): raise UsageError(f"{', '.join(ex)} exist(s); pass --overwrite or choose another --out")
-        for k, s in split_coco(data, ratios, stratify=stratify, seed=seed, out_dir=out).items():
+        for k, s in split_coco(data, ratios, stratify=stratify, seed=seed, out_dir=out, image_root=images).items():
             print(f"{Path(out)/k}.json: {len(s['images'])} images, {len(s['annotations'])} annotations")
     return 0 if rep.ok else 1
 

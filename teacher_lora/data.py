@@ -38,15 +38,20 @@ def _to_rgb8(im:Image.Image)->Image.Image:
         im = Image.fromarray(np.clip(a / top * 255 + .5, 0, 255).astype(np.uint8))
     return im if im.mode == 'RGB' else im.convert('RGB')
 
+# %% ../nbs/10_data.ipynb #ee34cd4c
+from .coco import MAX_IMAGE_PIXELS, too_many_pixels
+
 # %% ../nbs/10_data.ipynb #c28f7fbe
 def read_image(path)->Image.Image:
-    "Open `path` as 8-bit RGB with its EXIF orientation applied; `ImageLoadError` names the file if it can't."
+    "Open `path` as 8-bit RGB with its EXIF orientation applied; `ImageLoadError` names the file if it can't, or if it has more than `MAX_IMAGE_PIXELS`."
     try:
         with Image.open(path) as im:
+            if big := too_many_pixels(path, im.size): raise ImageLoadError(big)  # from the header, before decoding
             ImageOps.exif_transpose(im, in_place=True)  # no copy when there is nothing to rotate
             return _to_rgb8(im)
     except FileNotFoundError: raise ImageLoadError(f"{path}: image file not found. Fix: check --images, or drop the image from the COCO file") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError as e: raise ImageLoadError(too_many_pixels(path, e)) from None
+    except (OSError, SyntaxError, ValueError) as e:
         raise ImageLoadError(f"{path}: cannot decode image ({type(e).__name__}: {e}). Fix: re-export the file or drop it "
                              "(teacher-lora-validate --images finds all such files)") from None
 

@@ -881,7 +881,7 @@ def train(data, # COCO annotation file of the training data
           argv:list=None)->dict:
     "Inspect the data, generate and save the config, and fine-tune every teacher the data calls for; per teacher, its folder and metrics."
     data, images, exp = Path(data), Path(images), Path(output)
-    rep = validate_coco(data)
+    rep = validate_coco(data, image_root=images, decode=False)  # the image headers too: sizes, EXIF frame, pixel limit
     if not rep.ok: raise TrainError(f"{data}: {len(rep.errors)} error(s), e.g. {rep.errors[0]}. Fix: teacher-lora-validate --data {data} --fix fixed.json, then train on fixed.json")
     c = generate_config(inspect_dataset(data), config, list(sets or []) + _model_sets(dino, sam, epochs))
     names, acc = _teachers(c, only), make_accelerator(c, device)

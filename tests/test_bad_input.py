@@ -89,3 +89,32 @@ def test_roboflow_unused_category_stays_out_of_the_prompt(tmp_path):
     assert rc == 0, out + err
     res = json.loads((tmp_path/'exp'/'eval'/'dino_boxes.json').read_text())
     assert res and {r['category_id'] for r in res} <= {1, 2, 3}
+
+
+def frame_cases(root):
+    "A shapes dataset whose image 1 was resized after labelling, and one whose image 1 is a JPEG in the stored frame with EXIF orientation 6."
+    from PIL import Image
+    out = {}
+    for case in ('resized', 'exif'):
+        ann = shapes_dataset(root/case, 3, seed=1, background='plain', scale=(.3, .55))
+        d = json.loads(ann.read_text()); im = d['images'][0]; p = ann.parent/'images'/im['file_name']
+        if case == 'resized': Image.open(p).resize((im['width'] // 2, im['height'] // 2)).save(p)
+        else:
+            ex = Image.Exif(); ex[0x0112] = 6
+            Image.open(p).convert('RGB').save(p.with_suffix('.jpg'), exif=ex); im['file_name'] = p.with_suffix('.jpg').name
+        ann.write_text(json.dumps(d)); out[case] = ann
+    return out
+
+
+def test_train_checks_the_frame_against_the_image_files(tmp_path):
+    "Item 1: the JSON size is checked against each image's header before training: a resized file or a stored-frame EXIF photo is refused, exit 2."
+    cases = frame_cases(tmp_path)
+    ann = cases['resized']
+    rc, out, err = run('teacher-lora-train', '--data', ann, '--images', ann.parent/'images', '--output', tmp_path/'exp',
+                       '--dino', 'tiny', '--sam', 'tiny', '--set', *SMALL, 'data.workers=0')
+    assert rc == 2 and 'size-mismatch' in err and 'JSON says 240x320, 00001.png is 120x160' in err, out + err
+    assert 'Traceback' not in err and not (tmp_path/'exp').exists()
+    from teacher_lora.train import train, TrainError
+    ann = cases['exif']
+    with pytest.raises(TrainError, match=r'exif-frame .*JSON says 240x320, the stored pixels of 00001.jpg; its EXIF orientation 6'):
+        train(ann, ann.parent/'images', tmp_path/'exp2', dino='tiny', sam='tiny', sets=SMALL)

@@ -107,3 +107,35 @@ def test_demo(tmp_path):
     assert rc == 0, out + err
     assert 'bbox-mismatch' in out and 'repaired copy' in out
     assert {p.name for p in (tmp_path/'teacher_lora_demo').glob('*.json')} == {'annotations.json', 'fixed.json', 'train.json', 'val.json'}
+
+
+def test_fix_reads_missing_sizes_from_the_images(tmp_path):
+    "Item 34: fruits_nuts without width/height: --fix --images reads them from the files; without --images the annotations are kept."
+    if not (fruits := fruits_nuts(download=False)): pytest.skip(fruits_nuts_help())
+    d = json.loads(fruits.annotations.read_text())
+    for im in d['images']: im.pop('width'), im.pop('height')
+    (tmp_path/'nosize.json').write_text(json.dumps(d))
+    rc, out, err = run('teacher-lora-validate', '--data', tmp_path/'nosize.json', '--fix', tmp_path/'kept.json', '--quiet')
+    assert rc == 1 and 'annotations kept unrepaired' in out, out + err
+    assert len(json.loads((tmp_path/'kept.json').read_text())['annotations']) == 165
+    rc, out, err = run('teacher-lora-validate', '--data', tmp_path/'nosize.json', '--images', fruits.images, '--fix', tmp_path/'fixed.json', '--quiet')
+    assert rc == 0 and 'size from the image file' in out and 'after repair: ' in out, out + err
+    fixed = json.loads((tmp_path/'fixed.json').read_text())
+    assert len(fixed['annotations']) == 165 and validate_coco(fixed).ok
+
+
+def test_split_keeps_each_photo_in_one_split(tmp_path):
+    "Item 37: a repeated file_name and a copy under another name stay in one split, with and without --stratify."
+    if not (fruits := fruits_nuts(download=False)): pytest.skip(fruits_nuts_help())
+    import shutil
+    images = tmp_path/'images'; shutil.copytree(fruits.images, images)
+    d = json.loads(fruits.annotations.read_text()); a, b = d['images'][:2]
+    shutil.copy(images/b['file_name'], images/('copy_' + b['file_name']))
+    d['images'] += [dict(a, id=1001), dict(b, id=1002, file_name='copy_' + b['file_name'])]
+    (tmp_path/'dup.json').write_text(json.dumps(d))
+    for name, flags in (('stratified', ['--stratify']), ('random', [])):
+        rc, out, err = run('teacher-lora-validate', '--data', tmp_path/'dup.json', '--images', images, '--split', 'train:0.5,val:0.5',
+                           *flags, '--out', tmp_path/name, '--quiet')
+        assert rc == 0 and 'duplicate-file' in out, out + err
+        where = {i['id']: s for s in ('train', 'val') for i in json.loads((tmp_path/name/f'{s}.json').read_text())['images']}
+        assert (where[a['id']], where[b['id']]) == (where[1001], where[1002]), where
