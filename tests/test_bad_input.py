@@ -89,3 +89,17 @@ def test_roboflow_unused_category_stays_out_of_the_prompt(tmp_path):
     assert rc == 0, out + err
     res = json.loads((tmp_path/'exp'/'eval'/'dino_boxes.json').read_text())
     assert res and {r['category_id'] for r in res} <= {1, 2, 3}
+
+
+def test_train_refuses_a_file_mixing_masks_and_boxes(tmp_path):
+    "Masks on some annotations, none on one: exit 2 with the validator's finding (naming annotation and image), before any model loads; a --val file too."
+    from teacher_lora.test_utils import tiny_coco, write_coco
+    from teacher_lora.train import train, TrainError
+    d = tiny_coco(); ann = write_coco(d, tmp_path/'mixed')
+    d['annotations'][0].pop('segmentation'); ann.write_text(json.dumps(d))
+    rc, out, err = run('teacher-lora-train', '--data', ann, '--images', ann.parent/'images', '--output', tmp_path/'exp', '--dino', 'tiny', '--sam', 'tiny')
+    assert rc == 2 and 'segmentation-missing' in err and 'annotation 1' in err and 'image 1' in err, out + err
+    assert 'Traceback' not in out + err and not (tmp_path/'exp').exists()
+    good = write_coco(tiny_coco(), tmp_path/'good')
+    with pytest.raises(TrainError, match='segmentation-missing'):
+        train(good, good.parent/'images', tmp_path/'exp2', val=ann, dino='tiny', sam='tiny')
