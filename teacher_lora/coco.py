@@ -457,8 +457,9 @@ def _rle_index(anns)->dict:
 def _rle_problem(s, h, w, stats=None):
     "What is wrong with the RLE dict `s` in an h x w image (sizes unknown: None), as (code, message), or None; `stats` from `_rle_index`."
     size, st = s.get('size'), stats or _rle_stats(s.get('counts'))
-    if not (isinstance(size, list) and len(size) == 2 and all(_is_int(v) and 0 < v < 2**31 for v in size)) or st is None:
-        return 'rle-format', f"size {str(size)[:40]}, counts of type {type(s.get('counts')).__name__}" + (' (malformed)' if st is None else '')
+    if not (isinstance(size, list) and len(size) == 2 and all(_is_int(v) and 0 < v < 2**31 for v in size) and size[0] * size[1] < 2**32):
+        return 'rle-format', f"size {str(size)[:40]} is not [height, width] (pycocotools counts pixels in 32 bits)"
+    if st is None: return 'rle-format', f"counts ({type(s.get('counts')).__name__}) are neither a list of ints nor a well-formed compressed string"
     if _is_int(h) and _is_int(w) and size != [h, w]: return 'rle-size', f"RLE size {size} but the image is {h}x{w} (h x w)"
     (lo, hi, tot), n = st, size[0] * size[1]
     if lo < 0: return 'rle-counts', f"a negative run length ({lo})"
@@ -555,7 +556,7 @@ def _check_masks_everywhere(anns, rep):
     for i, (a, m) in enumerate(zip(anns, has)):
         if m or not isinstance(a, dict) or a.get('bbox') is None or a.get('segmentation') not in (None, []): continue
         rep.add('segmentation-missing', 'annotation', a.get('id', f'#{i}'), 'segmentation',
-                f"{'an empty' if 'segmentation' in a else 'no'} segmentation (image {a.get('image_id')!r}), "
+                f"{'an empty' if a.get('segmentation') == [] else 'no'} segmentation (image {a.get('image_id')!r}), "
                 f"while {n} of {len(anns)} annotations have masks")
 
 # %% ../nbs/00_coco.ipynb #9f6bc601
