@@ -881,8 +881,10 @@ def train(data, # COCO annotation file of the training data
           argv:list=None)->dict:
     "Inspect the data, generate and save the config, and fine-tune every teacher the data calls for; per teacher, its folder and metrics."
     data, images, exp = Path(data), Path(images), Path(output)
-    rep = validate_coco(data, image_root=images, decode=False)  # the image headers too: sizes, EXIF frame, pixel limit
-    if not rep.ok: raise TrainError(f"{data}: {len(rep.errors)} error(s), e.g. {rep.errors[0]}. Fix: teacher-lora-validate --data {data} --fix fixed.json, then train on fixed.json")
+    for f in (data, val) if val is not None else (data,):  # a --val file is loaded like the training data: the same checks
+        rep = validate_coco(f, image_root=images, decode=False)  # the image headers too: sizes, EXIF frame, pixel limit
+        if not rep.ok: raise TrainError(f"{f}: {len(rep.errors)} error(s), e.g. {rep.errors[0]}. Each finding says its fix; see them all: "
+                                        f"teacher-lora-validate --data {f} --images {images} (add --fix fixed.json to repair what can be repaired)")
     c = generate_config(inspect_dataset(data), config, list(sets or []) + _model_sets(dino, sam, epochs))
     names, acc = _teachers(c, only), make_accelerator(c, device)
     if c.dataset.unused and acc.is_main_process:

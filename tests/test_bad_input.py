@@ -118,3 +118,17 @@ def test_train_checks_the_frame_against_the_image_files(tmp_path):
     ann = cases['exif']
     with pytest.raises(TrainError, match=r'exif-frame .*JSON says 240x320, the stored pixels of 00001.jpg; its EXIF orientation 6'):
         train(ann, ann.parent/'images', tmp_path/'exp2', dino='tiny', sam='tiny', sets=SMALL)
+
+
+def test_train_refuses_a_file_mixing_masks_and_boxes(tmp_path):
+    "Masks on some annotations, none on one: exit 2 with the validator's finding (naming annotation and image), before any model loads; a --val file too."
+    from teacher_lora.test_utils import tiny_coco, write_coco
+    from teacher_lora.train import train, TrainError
+    d = tiny_coco(); ann = write_coco(d, tmp_path/'mixed')
+    d['annotations'][0].pop('segmentation'); ann.write_text(json.dumps(d))
+    rc, out, err = run('teacher-lora-train', '--data', ann, '--images', ann.parent/'images', '--output', tmp_path/'exp', '--dino', 'tiny', '--sam', 'tiny')
+    assert rc == 2 and 'segmentation-missing' in err and 'annotation 1' in err and 'image 1' in err, out + err
+    assert 'Traceback' not in out + err and not (tmp_path/'exp').exists()
+    good = write_coco(tiny_coco(), tmp_path/'good')
+    with pytest.raises(TrainError, match='segmentation-missing'):
+        train(good, good.parent/'images', tmp_path/'exp2', val=ann, dino='tiny', sam='tiny')
