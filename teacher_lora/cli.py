@@ -61,7 +61,7 @@ def _check_out(path, # an output the user named
               )->Path:
     "`path` if it can be written as a `folder` (or a file), else `UsageError` naming `flag`; nothing is left behind."
     p = Path(path)
-    if folder and p.exists() and not p.is_dir(): raise UsageError(f"{flag} {p}: is a file, not a folder. Fix: give a folder (new, or empty)")
+    if folder and p.exists() and not p.is_dir(): raise UsageError(f"{flag} {p}: is a file, not a folder. Fix: give a folder")
     if not folder and p.is_dir(): raise UsageError(f"{flag} {p}: is a folder. Fix: give the path of the file to write, e.g. {p/eg}")
     q = Path(os.path.abspath(p if folder else p.parent))
     while not q.exists() and q != q.parent: q = q.parent  # the folder it would be made in

@@ -49,7 +49,10 @@ def _short(v)->str:
 def load_yaml(text:str, where:str):
     "`text` parsed as YAML without aliases; `ConfigError` naming `where` (a file, or `--set key`) if it is not YAML."
     try: return yaml.load(text, _NoAliases)
-    except (yaml.YAMLError, RecursionError) as e: raise ConfigError(f"{where}: cannot read it as YAML ({str(e)[:300]})") from None
+    except (yaml.YAMLError, RecursionError) as e:
+        m, what = getattr(e, 'problem_mark', None), getattr(e, 'problem', None) or (str(e).splitlines() or [type(e).__name__])[0]
+        raise ConfigError(f"{where}: cannot read it as YAML" + (f" (line {m.line + 1}, column {m.column + 1})" if m else '') + f": {str(what)[:200]}. "
+                          "Fix: plain values (numbers, words, paths, [lists]); no tags (!!...) nor aliases (*name)") from None
 
 # %% ../nbs/20_config.ipynb #b0e5d052
 @cache
