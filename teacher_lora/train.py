@@ -750,7 +750,8 @@ def prepare_output(out, c, resume:bool=False, overwrite:bool=False)->Path:
         if diff: raise TrainError(f"{out} holds a different experiment: {', '.join(diff[:6])} differ. Fix: the same arguments to --resume, or another --output")
         return out
     if resume: raise TrainError(f"--resume: {out} holds no experiment (no config.yaml)")
-    if out.exists() and any(out.iterdir()): raise TrainError(f"{out} is not empty and holds no teacher_lora experiment. Fix: choose a new or empty --output")
+    if out.exists() and any(p.name != '.teacher-lora.lock' for p in out.iterdir()):  # the lock of this run (`teacher_lora.cli.output_lock`) is no content
+        raise TrainError(f"{out} is not empty and holds no teacher_lora experiment. Fix: choose a new or empty --output")
     return out
 
 def _clear(out):
