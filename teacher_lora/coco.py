@@ -132,11 +132,21 @@ def _records(d, key, src):
                         "Fix: run `validate_coco` for the full report.")
     return v
 
+# %% ../nbs/00_coco.ipynb #fb0e11ca
+_ID_KEYS = ('id', 'image_id', 'category_id')
+
+def _scalar_ids(d:dict)->dict:
+    "`d` with each list- or dict-valued id, image_id and category_id replaced by its JSON text: lookups by id cannot fail, and the checks report them."
+    def fix(r):
+        if not isinstance(r, dict) or not any(isinstance(r.get(k), (list, dict)) for k in _ID_KEYS): return r
+        return {**r, **{k: json.dumps(r[k])[:100] for k in _ID_KEYS if isinstance(r.get(k), (list, dict))}}
+    return {**d, **{k: [fix(r) for r in d[k]] for k in ('images', 'annotations', 'categories') if isinstance(d.get(k), list)}}
+
 # %% ../nbs/00_coco.ipynb #9fa81ece
 def inspect_dataset(coco, # path to a COCO file, or a parsed dict
                    )->DatasetInfo:
     "Counts, class map, mask kinds, size buckets and the Grounding DINO prompt of a COCO dataset."
-    d, src = load_coco(coco), '<dict>' if isinstance(coco, dict) else str(coco)
+    d, src = _scalar_ids(load_coco(coco)), '<dict>' if isinstance(coco, dict) else str(coco)
     imgs, anns, cats = ([r for r in _records(d, k, src) if isinstance(r, dict)] for k in ('images', 'annotations', 'categories'))
     cats = sorted((c for c in cats if _is_int(c.get('id'))), key=lambda c: c['id'])
     names = [str(c.get('name', c['id'])) for c in cats]
@@ -680,6 +690,7 @@ def validate_coco(coco, # path to a COCO file, or a parsed dict
         code = 'not-found' if 'no such file' in str(e) else 'not-json' if 'JSON' in str(e) else 'not-coco'
         rep.add(code, 'file', None, '', str(e).split(': ', 1)[1].split(' Fix:')[0].rstrip('.')); return rep
     if not _check_top(d, rep): return rep
+    d = _scalar_ids(d)
     if (n := len(d['categories'])) > MAX_CATEGORIES:  # before any name is tokenized
         rep.add('too-many-categories', 'file', None, 'categories', f"{n:,} categories"); return rep
     imgs = _check_ids(d['images'], 'image', rep)
@@ -797,7 +808,7 @@ def repair_coco(src, # path to a COCO file (or a dict; it is not modified)
     "Write a repaired copy of `src` to `dst`: boxes/areas from masks, boxes clipped, unusable annotations dropped. Returns the change log."
     if not isinstance(src, dict) and Path(dst).resolve() == Path(src).resolve():
         raise CocoError(f"{dst}: repair_coco never overwrites its input; choose another output file")
-    d = _deep_copy(load_coco(src))  # a deep copy: the caller's dict stays as it was
+    d = _scalar_ids(_deep_copy(load_coco(src)))  # a deep copy: the caller's dict stays as it was
     for k in ('images', 'annotations', 'categories'): _records(d, k, src)
     imgs = {i['id']: i for i in d['images'] if isinstance(i, dict) and _is_int(i.get('id'))}
     cats = {c['id'] for c in d['categories'] if isinstance(c, dict) and _is_int(c.get('id'))}
