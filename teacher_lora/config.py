@@ -92,6 +92,7 @@ def generate_config(info:DatasetInfo, # `inspect_dataset` of the training file
         try: over = yaml.safe_load(Path(config_file).read_text()) or {}
         except (OSError, yaml.YAMLError) as e: raise ConfigError(f"{config_file}: cannot read it as YAML ({e})") from None
         over.pop('dataset', None); over.pop('meta', None)  # a saved config can be reused as overrides
+        (over.get('preprocess') or {}).pop('sam_size', None)  # retired (SAM's input size is its encoder's); older saved configs have it
         c = merge(c, over)
     c = check_values(merge(c, parse_set(sets)))
     return dict2obj(c | dict(dataset=dataset_section(info)))
