@@ -179,7 +179,7 @@ class Check:
         ann = shapes_dataset(self.tmp/'train', s['n_train'], seed=0, background='plain', sizes=s['img'])
         self.ann, self.images = crowded(ann, s['classes'], s['boxes']), self.tmp/'train'/'images'
         sets = [f"train.batch_size={s['batch']}", f"preprocess.dino_shortest={s['dino'][0]}", f"preprocess.dino_longest={s['dino'][1]}",
-                f"preprocess.sam_size={s['sam']}", f"train.mixed_precision={self.a.mixed_precision}"]
+                f"train.mixed_precision={self.a.mixed_precision}"]
         self.c = generate_config(inspect_dataset(self.ann), sets=sets)
         self.acc = make_accelerator(self.c, self.dev.type)
         env['mixed_precision'] = self.acc.mixed_precision

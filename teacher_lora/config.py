@@ -173,7 +173,9 @@ def read_overrides(path)->dict:
     over = load_yaml(text, str(p)) or {}
     if not isinstance(over, dict): raise ConfigError(f"--config {p}: holds a {type(over).__name__}, not a mapping of sections to keys. Fix: write e.g. 'train: {{lr: 1.0e-4}}'")
     over.pop('dataset', None); over.pop('meta', None)
+    if isinstance(over.get('preprocess'), dict): over['preprocess'].pop('sam_size', None)  # retired (SAM's input size is its encoder's); older saved configs have it
     return over
+
 
 # %% ../nbs/20_config.ipynb #482d3119
 def generate_config(info:DatasetInfo, # `inspect_dataset` of the training file

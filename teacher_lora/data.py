@@ -8,8 +8,8 @@ Docs: https://teacher-lora.github.io/teacher_lora/data.html.md"""
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'SAM_MEAN', 'SAM_STD', 'ImageLoadError', 'read_image', 'decode_masks', 'resize_masks',
            'Segmentations', 'mask_iou', 'CocoDataset', 'fit_images', 'dino_input_size', 'DinoPreprocess',
            'dino_boxes_to_original', 'sam_input_size', 'masks_to_frame', 'SamPreprocess', 'sam_masks_to_original',
-           'sam_boxes_to_original', 'Batch', 'collate', 'size_batches', 'make_dataloader', 'default_augment',
-           'show_sample']
+           'sam_boxes_to_original', 'Batch', 'collate', 'size_batches', 'SizeBatches', 'make_dataloader',
+           'default_augment', 'show_sample']
 
 # %% ../nbs/10_data.ipynb #1f5ba6dc
 import functools, math, warnings
@@ -138,6 +138,7 @@ class CocoDataset(Dataset):
                  preprocess=(), # teacher preprocessors (e.g. `DinoPreprocess()`, `SamPreprocess()`), each adds its inputs
                  skip_bad_images:bool=False, # warn and return None for an unreadable image instead of raising
                  cat_ids:list=None, # the classes, as COCO category ids in class-index order (default: the file's); others are dropped
+                 seed:int=None, # augmentation drawn from (seed, `epoch`, item index) alone, whichever worker runs it; None: torch's global generator
                 ):
         self.d, self.image_root = load_coco(ann), Path(image_root)
         self.info = inspect_dataset(self.d)
@@ -148,6 +149,7 @@ class CocoDataset(Dataset):
         self.targets = _image_targets(self.d, {c: i for i, c in enumerate(self.cat_ids)})
         self.masks, self.crowd, self.augment, self.preprocess, self.skip = masks, crowd, augment, list(preprocess), skip_bad_images
         self.names, self._paths = [name[c] for c in self.cat_ids], {}  # checked image paths (as written), filled on first use
+        self.seed, self.epoch = seed, 0  # the trainer sets `epoch` before each epoch's loader
     def __len__(self): return len(self.images)
 
 # %% ../nbs/10_data.ipynb #26ff44d3
@@ -177,16 +179,23 @@ def _load(self:CocoDataset, i):
 
 # %% ../nbs/10_data.ipynb #3b35b497
 @patch
+def _augment(self:CocoDataset, i:int, img, tgt):
+    "`self.augment(img, tgt)`; with a `seed`, its random draws come from (seed, epoch, i) alone."
+    if self.seed is None: return self.augment(img, tgt)
+    with torch.random.fork_rng(devices=[]):  # the process's generator is left as it was
+        torch.manual_seed(int(np.random.SeedSequence([self.seed, self.epoch, i]).generate_state(1)[0]))
+        return self.augment(img, tgt)
+
+@patch
 def __getitem__(self:CocoDataset, i):
-    "Item i: {'image', 'image_id', 'file', 'orig_size', 'target'} and one entry per preprocessor."
+    "Item i: {'image', 'image_id', 'file', 'orig_size', 'target'} and one entry per preprocessor; `orig_size` is `image`'s (augmented) size."
     img = self._load(i)
     if img is None: return None
-    h, w = img.shape[-2:]
-    rec, tgt = self.images[i], self._raw_target(self.images[i], h, w)
+    rec, tgt = self.images[i], self._raw_target(self.images[i], *img.shape[-2:])
     if self.masks and (self.augment is not None or not self.preprocess):  # full-size masks: augmented or returned
         tgt['masks'] = tgt.pop('segmentations').decode()
-    if self.augment is not None: img, tgt = self.augment(img, tgt)
-    item = dict(target=tgt, image_id=rec['id'], file=str(self._paths[i]), orig_size=(h, w))
+    if self.augment is not None: img, tgt = self._augment(i, img, tgt)
+    item = dict(target=tgt, image_id=rec['id'], file=str(self._paths[i]), orig_size=tuple(img.shape[-2:]))  # after augmenting: may be resized
     for p in self.preprocess: item[p.name] = p(img, tgt)
     if self.preprocess: tgt.pop('masks', None), tgt.pop('segmentations', None)
     return item | dict(image=img)
@@ -383,6 +392,14 @@ def size_batches(ds:Dataset, # a `CocoDataset` (its `images` records give the si
     chunks = [c for c in chunks if len(c) == batch_size or not drop_last]
     return [chunks[i] for i in perm(len(chunks))]
 
+class SizeBatches:
+    "A batch sampler of `size_batches`, drawn afresh every epoch (from `seed` and the epoch number) when shuffling."
+    def __init__(self, ds, batch_size:int, shuffle:bool=True, seed:int=0, drop_last:bool=False): store_attr(); self.epoch = 0
+    def _batches(self, epoch): return size_batches(self.ds, self.batch_size, self.shuffle, self.seed if not epoch else
+                                                   int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0]), self.drop_last)
+    def __len__(self): return len(self._batches(0))
+    def __iter__(self): self.epoch += 1; return iter(self._batches(self.epoch - 1))
+
 def make_dataloader(ds:Dataset, batch_size:int=2, shuffle:bool=True, num_workers:int=0, seed:int=0,
                     drop_last:bool=False,
                     by_size:bool=False, # batches of one image size (`size_batches`): nothing is padded
@@ -390,7 +407,7 @@ def make_dataloader(ds:Dataset, batch_size:int=2, shuffle:bool=True, num_workers
     "A `DataLoader` with `collate`, seeded shuffling, and pinned memory when CUDA is present."
     kw = dict(num_workers=num_workers, collate_fn=collate, pin_memory=torch.cuda.is_available(), worker_init_fn=_seed_worker,
               persistent_workers=num_workers > 0)
-    if by_size: return DataLoader(ds, batch_sampler=size_batches(ds, batch_size, shuffle, seed, drop_last), **kw)
+    if by_size: return DataLoader(ds, batch_sampler=SizeBatches(ds, batch_size, shuffle, seed, drop_last), **kw)
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, generator=torch.Generator().manual_seed(seed), **kw)
 
 # %% ../nbs/10_data.ipynb #e8b7ae59

@@ -351,15 +351,18 @@ def _decode(self:SamTask, net, batch, dev, train:bool=False):
             torch.cat([batch['sam']['masks'][i][pick[i]] for i in idx]).to(dev))
 
 # %% ../nbs/50_train.ipynb #e65b015a
-def _zero_loss(net):
-    "A zero loss that touches every trainable parameter (a batch with nothing to learn from; DDP needs every gradient)."
-    return sum(p.sum() * 0 for p in net.parameters() if p.requires_grad)
+def _zero_loss(net, sam, dev):
+    "A zero loss from a forward through `net` on a blank embedding and box: every process joins DDP's gradient all-reduce."
+    pe = sam.prompt_encoder
+    emb = torch.zeros(1, pe.embed_dim, *pe.image_embedding_size, device=dev)
+    (lg, iou), = net(emb, [torch.tensor([[0., 0., 1., 1.]], device=dev)])
+    return (lg.sum() + iou.sum()) * 0.  # zero-weighted, yet every adapter is in the graph
 
 @patch
 def loss(self:SamTask, net, batch, part:int, dev)->dict:
     "SAM's loss on the instances of the batch (at most `max_prompts` per image), each prompted with its ground-truth box."
     d = self._decode(net, batch, dev, train=True)
-    if d is None: return dict(loss=_zero_loss(net))
+    if d is None: return dict(loss=_zero_loss(net, self.sam, dev))  # a batch without objects
     out = sam_loss(*d, *self.weights); out.pop('best')
     return out
 
@@ -684,6 +687,7 @@ def _train_epoch(task, net, opt, sched, params, ds, c, folder, acc, log, state, 
     "The rest of the current epoch, from `state['step']`; checkpoints every `checkpoint.every` updates."
     t = c.train
     batches = epoch_batches(len(ds), t.batch_size, t.seed, state['epoch'], acc.process_index, acc.num_processes)
+    ds.epoch = state['epoch']  # a seeded `CocoDataset` augments by (seed, epoch, image): the same in any worker, also on resume
     for batch in _loader(ds, batches[state['step']:], c, state['epoch']):
         sync = (state['step'] + 1) % t.grad_accum == 0 or state['step'] + 1 == steps
         parts = train_step(task, net, batch, acc, sync, t.grad_accum, f"epoch {state['epoch'] + 1} step {state['step'] + 1}", folder, c)
@@ -770,9 +774,16 @@ def make_accelerator(c, device:str=None):
     cpu = device == 'cpu' or not torch.cuda.is_available()
     return Accelerator(cpu=cpu, mixed_precision=mixed_precision(c.train.mixed_precision, cuda=not cpu))
 
+def _check_cache(c):
+    "An explicit `train.cache=memory|disk` with `data.augment` is refused: the cache would serve epoch 1's augmented features forever."
+    if c.data.augment and c.train.cache in ('memory', 'disk'):
+        raise ConfigError(f"train.cache={c.train.cache} with data.augment=true: a cached image's features are those of its first "
+                          "epoch's augmented copy, while every epoch augments its targets afresh (flipped boxes on unflipped features). "
+                          "Fix: --set train.cache=auto (off with augmentation) or train.cache=off, or data.augment=false to keep the cache")
+
 def _cache_args(c, acc, name:str)->dict:
     "`FeatureCache` settings from the config. 'auto': off with augmentation; else memory within `train.cache_memory`, disk, or off; never memory with several processes (each would hold a copy)."
-    t = c.train
+    t = c.train; _check_cache(c)
     if t.cache == 'auto' and c.data.augment: return dict(mode='off', reason="data.augment is on: features change every epoch")
     budget = memory_budget(t.cache_memory) if acc.num_processes == 1 else 0
     return dict(mode=t.cache, dtype=t.cache_dtype, budget=budget, say=acc.is_main_process,
@@ -865,6 +876,21 @@ def _prepare_data(data, val, exp, c, acc)->tuple:
     acc.wait_for_everyone()
     return tr, va
 
+def _run_shape(val, acc)->dict:
+    "What an exact resume needs besides the config: the process count (it cuts the batches) and `--val` (or none: the split)."
+    return dict(processes=acc.num_processes, val=os.path.abspath(val) if val is not None else None)
+
+def _check_resume(exp, val, acc):
+    "Refuse a `--resume` with another process count or `--val` than the run it continues (recorded in config.yaml's `meta`)."
+    meta, now = load_config(Path(exp)/'config.yaml', with_meta=True)[1] or {}, _run_shape(val, acc)
+    if meta.get('processes', now['processes']) != now['processes']:
+        raise TrainError(f"--resume: {exp} was trained by {meta['processes']} process(es), this run has {now['processes']}: every step's "
+                         f"batch would be cut anew. Fix: resume with {meta['processes']} (torchrun --nproc_per_node {meta['processes']}), or another --output")
+    if 'val' in meta and meta['val'] != now['val']:
+        say = lambda v: f"--val {v}" if v else f"no --val (a split of --data in {Path(exp)/'splits'})"
+        raise TrainError(f"--resume: {exp} was trained with {say(meta['val'])}, this run has {say(now['val'])}: the training images "
+                         f"would differ. Fix: resume with {say(meta['val'])}, or another --output")
+
 def _check_val(train_file, val_file):
     "The validation file must name the same classes with the same ids."
     a, b = (sorted((x['id'], x['name']) for x in load_coco(f)['categories']) for f in (train_file, val_file))
@@ -891,18 +917,19 @@ def train(data, # COCO annotation file of the training data
     if c.dataset.unused and acc.is_main_process:
         print(f"{data}: {len(c.dataset.unused)} categor{'y' if len(c.dataset.unused) == 1 else 'ies'} without annotations left out of the prompt "
               f"and the teachers: {', '.join(c.dataset.unused[:10])}" + (' ...' if len(c.dataset.unused) > 10 else ''))
-    prepare_output(exp, c, resume, overwrite)
+    _check_cache(c); prepare_output(exp, c, resume, overwrite)
+    if resume: _check_resume(exp, val, acc)
     with acc.main_process_first(): fetch_weights(c, names)  # downloads or finds the base weights; fails before anything is written
     if acc.is_main_process:
         if overwrite: _clear(exp)
         exp.mkdir(parents=True, exist_ok=True)
-        if not resume: save_config(c, exp/'config.yaml', run_metadata(data, argv))
+        if not resume: save_config(c, exp/'config.yaml', run_metadata(data, argv) | _run_shape(val, acc))
     tr, va = _prepare_data(data, val, exp, c, acc); _check_val(tr, va)
     log, out, aug = RunLog(exp, acc.is_main_process), {}, default_augment() if c.data.augment else None
     for n in names:
         task = make_task(n, c, acc, exp)
         kw = dict(masks=n == 'sam', preprocess=[task.pre], cat_ids=c.dataset.cat_ids)
-        try: state = fit(task, CocoDataset(tr, images, augment=aug, **kw), CocoDataset(va, images, **kw), c, exp/n, acc, log, resume)
+        try: state = fit(task, CocoDataset(tr, images, augment=aug, seed=c.train.seed, **kw), CocoDataset(va, images, **kw), c, exp/n, acc, log, resume)
         except torch.OutOfMemoryError: raise TrainError(_oom_message(c) + f". Checkpoints already written in {exp/n} stay valid: --resume continues") from None
         out[n] = dict(folder=write_teacher(task, state, c, exp/n, acc), metric=task.metric, before=state['history'][0],
                       best=state['best'], epochs=state['epoch'], cache=repr(task.cache))

@@ -44,18 +44,21 @@ def trained(out, teacher, update):
     return lambda err: any(r['teacher'] == teacher and r.get('update', 0) >= update and 'train' in r for r in read_metrics(out))
 
 def test_kill_and_resume_matches_uninterrupted(shapes, tmp_path):
+    "With augmentation and two loader workers (the default `data.workers`): what each image looks like must not depend on the worker."
     ann, images = shapes
-    ref = tmp_path/'ref'; run(cmd(ann, images, ref))
+    sets = [s for s in SETS if not s.startswith('data.workers=')] + ['data.workers=2', 'data.augment=true']
+    go = lambda out, *extra: cmd(ann, images, out, *extra, sets=sets)
+    ref = tmp_path/'ref'; run(go(ref))
     out = tmp_path/'killed'
     # 1. killed while the first checkpoint is being written: the half-written one is hidden, none is visible
-    kill_when(cmd(ann, images, out), lambda err: 'fault point checkpoint-write' in err, tmp_path/'1.log', TEACHER_LORA_FAULT='checkpoint-write')
+    kill_when(go(out), lambda err: 'fault point checkpoint-write' in err, tmp_path/'1.log', TEACHER_LORA_FAULT='checkpoint-write')
     assert list((out/'dino'/'checkpoints').glob('.tmp-update-*')) and not list((out/'dino'/'checkpoints').glob('update-*'))
     # 2. resumed, then killed in the middle of Grounding DINO's second epoch
-    kill_when(cmd(ann, images, out, '--resume'), trained(out, 'dino', 5), tmp_path/'2.log')
+    kill_when(go(out, '--resume'), trained(out, 'dino', 5), tmp_path/'2.log')
     # 3. resumed, then killed in the middle of SAM's first epoch
-    kill_when(cmd(ann, images, out, '--resume'), trained(out, 'sam', 2), tmp_path/'3.log')
+    kill_when(go(out, '--resume'), trained(out, 'sam', 2), tmp_path/'3.log')
     # 4. resumed to the end
-    r = run(cmd(ann, images, out, '--resume'))
+    r = run(go(out, '--resume'))
     a, b = final_adapters(ref), final_adapters(out)
     for n in ('dino', 'sam'):
         assert a[n].keys() == b[n].keys() and len(a[n]) > 0
@@ -69,11 +72,34 @@ def test_kill_and_resume_matches_uninterrupted(shapes, tmp_path):
     assert len(ups) == len(set(ups)) == len([1 for x in read_metrics(ref) if 'train' in x])
     assert 'mIoU' in r.stdout and 'AP50' in r.stdout
 
+def run_or_hang(args, timeout:int, log):
+    "Run `args`; past `timeout` seconds kill it and every process under it (torchrun's workers have sessions of their own) and fail."
+    import psutil
+    with open(log, 'w') as f: p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=f, env=env())
+    try: p.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        for q in [*psutil.Process(p.pid).children(recursive=True), p]: q.kill()
+        p.wait(); raise AssertionError(f"hung: no end after {timeout} s") from None
+    err = Path(log).read_text()
+    assert p.returncode == 0 and 'Traceback' not in err, err[-3000:]
+
+def no_objects_on_rank1(ann, folder, world=2, batch_size=2):
+    "Train/val files from `ann` (4 val images) whose first training step gives process 1 only images without objects."
+    from teacher_lora.train import epoch_batches
+    d = json.loads(Path(ann).read_text())
+    part = lambda imgs, drop=(): dict(d, images=imgs, annotations=[a for a in d['annotations'] if a['image_id'] in {i['id'] for i in imgs} - set(drop)])
+    va, tr = d['images'][:4], d['images'][4:]
+    empty = {tr[i]['id'] for i in epoch_batches(len(tr), batch_size, 0, 0, rank=1, world=world)[0]}  # train.seed 0, epoch 0
+    for n, x in (('train', part(tr, empty)), ('val', part(va))): (folder/f'{n}.json').write_text(json.dumps(x))
+    return folder/'train.json', folder/'val.json'
+
 def test_torchrun_two_processes_match_one(shapes, tmp_path):
+    "Two processes under torchrun train as one with the same global batch, also when one process's batch has no objects (it must still join DDP's all-reduce)."
     ann, images = shapes
-    one = tmp_path/'one'; run(cmd(ann, images, one, sets=SETS + ['train.batch_size=4']))
+    ann, val = no_objects_on_rank1(ann, tmp_path)
+    one = tmp_path/'one'; run(cmd(ann, images, one, '--val', str(val), sets=SETS + ['train.batch_size=4']))
     two = tmp_path/'two'
-    run([str(BIN/'torchrun'), '--nproc_per_node', '2', '--master_port', '29517', *cmd(ann, images, two, sets=SETS + ['train.batch_size=2'])])
+    run_or_hang([str(BIN/'torchrun'), '--nproc_per_node', '2', '--master_port', '29517', *cmd(ann, images, two, '--val', str(val), sets=SETS + ['train.batch_size=2'])], 300, tmp_path/'two.log')
     for n, k in (('sam', 'miou'), ('dino', 'ap50')):
         m1, m2 = (json.loads((o/n/'teacher'/'teacher_card.json').read_text())['history'][-1] for o in (one, two))
         assert m1['update'] == m2['update'] and m1['n'] == m2['n']
