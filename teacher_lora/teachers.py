@@ -7,12 +7,13 @@ Docs: https://teacher-lora.github.io/teacher_lora/teachers.html.md"""
 # %% auto #0
 __all__ = ['DINO_LORA_TARGETS', 'SAM_LORA_TARGETS', 'SAM_LORA_HEADS', 'SAM_CONFIGS', 'SAM_URLS', 'SAM_URL_ENV', 'TeacherError',
            'dino_tokenizer', 'PromptMap', 'class_scores', 'split_prompts', 'tiny_dino', 'fetch_dino', 'load_dino',
-           'apply_lora', 'count_parameters', 'verify_freezing', 'dino_inputs', 'build_sam', 'tiny_sam', 'load_weights',
-           'sam_url', 'sam_cache_file', 'sam_checkpoint', 'load_sam', 'sam_decode', 'file_sha256', 'sam_base',
-           'teacher_card', 'save_teacher', 'load_teacher', 'merge_lora', 'dino_detect', 'sam_segment', 'GroundedSAM']
+           'apply_lora', 'count_parameters', 'verify_freezing', 'dino_inputs', 'build_sam', 'tiny_sam',
+           'safe_torch_load', 'load_weights', 'sam_url', 'sam_cache_file', 'sam_checkpoint', 'load_sam', 'sam_decode',
+           'file_sha256', 'sam_base', 'teacher_card', 'save_teacher', 'load_teacher', 'merge_lora', 'dino_detect',
+           'sam_segment', 'GroundedSAM']
 
 # %% ../nbs/30_teachers.ipynb #e6232f5a
-import os, re, sys, warnings
+import os, pickle, re, sys, warnings
 from contextlib import contextmanager
 from functools import lru_cache
 from importlib.resources import files
@@ -122,6 +123,8 @@ def load_dino(name_or_path:str, # hub id (e.g. 'IDEA-Research/grounding-dino-tin
         from teacher_lora.pretrained import load_tiny
         return load_tiny('grounding_dino'), dino_tokenizer()
     src = fetch_dino(name_or_path)  # a hub id: its folder in the Hugging Face cache, so loading asks the network nothing more
+    if not any(Path(src).glob('*.safetensors')):  # transformers reads these next: refuse a pickle by name first
+        for f in sorted(Path(src).glob('pytorch_model*.bin')): safe_torch_load(f, f"Grounding DINO {name_or_path}", state_dict=True)
     try: model = GroundingDinoForObjectDetection.from_pretrained(src)
     except (OSError, ValueError) as e: raise TeacherError(_dino_error(name_or_path, e)) from None
     try: tok = AutoTokenizer.from_pretrained(src)
@@ -221,11 +224,28 @@ def tiny_sam(img_size:int=256, embed_dim:int=32, prompt_dim:int=32):
                      prompt_dim=prompt_dim, mlp_dim=64, decoder_heads=2, iou_hidden=32)
 
 # %% ../nbs/30_teachers.ipynb #52b1d833
+def safe_torch_load(path, # a file written by `torch.save`
+                    what:str, # what it is, for the message: 'SAM checkpoint', 'resume state', ...
+                    state_dict:bool=False, # require a dict of tensors (a model's weights)
+                    **kw): # passed to `torch.load` (e.g. `mmap=True`)
+    "`torch.load(path)` reading tensors and plain containers only (`weights_only=True`); anything else is refused with a `TeacherError` naming the file and why."
+    fix = "Fix: ask its author for the weights as tensors only (torch.save(model.state_dict(), ...) or a .safetensors file)"
+    try: obj = torch.load(path, map_location='cpu', weights_only=True, **kw)
+    except pickle.UnpicklingError as e:  # torch's text here suggests weights_only=False: never pass that on
+        g = re.search(r'GLOBAL ([\w.]+)', str(e))  # 'Unsupported global: GLOBAL x.y', 'unsupported GLOBAL x.y whose module ...'
+        why = (f"it holds a Python object ({g[1]}) besides tensors, and unpickling one can run code from the file" if g else
+               "it is not a PyTorch tensor file (or it is damaged)")
+        raise TeacherError(f"{path} ({what}): refused: {why}. Only tensors are read from weight files. {fix}") from None
+    except (RuntimeError, OSError, EOFError, ValueError) as e:
+        raise TeacherError(f"{path} ({what}): cannot be read as a PyTorch file ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    if state_dict and not (isinstance(obj, dict) and all(isinstance(k, str) and torch.is_tensor(v) for k, v in obj.items())):
+        raise TeacherError(f"{path} ({what}): refused: it holds a {type(obj).__name__}, not a state dict (names → tensors). {fix}")
+    return obj
+
 def load_weights(model:nn.Module, checkpoint, what:str='model')->nn.Module:
-    "Load a `.pth` state dict into `model` safely (`weights_only=True`), refusing one that does not fit."
+    "Load a `.pth` state dict into `model` safely (`safe_torch_load`), refusing one that does not fit."
     if not Path(checkpoint).is_file(): raise TeacherError(f"{checkpoint}: no such checkpoint")
-    try: sd = torch.load(checkpoint, map_location='cpu', weights_only=True)
-    except Exception as e: raise TeacherError(f"{checkpoint}: not a loadable PyTorch state dict ({type(e).__name__}: {e})") from None
+    sd = safe_torch_load(checkpoint, what, state_dict=True)
     _check_state_dict(model, sd, f"{checkpoint} ({what})")
     model.load_state_dict(sd)
     return model
@@ -271,7 +291,7 @@ def _download_sam(variant:str)->Path:
     except Exception as e: raise TeacherError(f"SAM {variant}: cannot download Meta's checkpoint {url} ({type(e).__name__}: {e}). {fix}") from None
     try:
         with torch.device('meta'): model = build_sam(**SAM_CONFIGS[variant])
-        _check_state_dict(model, torch.load(dst, map_location='cpu', weights_only=True, mmap=True), f"{url} (SAM {variant})")
+        _check_state_dict(model, safe_torch_load(dst, f"SAM {variant}", state_dict=True, mmap=True), f"{url} (SAM {variant})")
     except Exception as e:
         dst.unlink(missing_ok=True)
         raise TeacherError(f"{url}: the download is not SAM {variant}'s checkpoint, removed from the cache ({type(e).__name__}: {e}). {fix}") from None
@@ -402,6 +422,8 @@ def load_teacher(folder):
     folder = Path(folder)
     if not (folder/'teacher_card.json').is_file(): raise TeacherError(f"{folder}: no teacher_card.json; not a folder written by save_teacher")
     card = json.loads((folder/'teacher_card.json').read_text())
+    if not (folder/'adapter_model.safetensors').is_file() and (folder/'adapter_model.bin').is_file():  # peft reads it next: refuse a pickle by name first
+        safe_torch_load(folder/'adapter_model.bin', 'LoRA adapter', state_dict=True)
     with _quiet_peft(): model = PeftModel.from_pretrained(_peft_ready(_base_model(card)), folder)
     return model.eval(), card
 

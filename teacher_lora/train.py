@@ -523,7 +523,7 @@ def load_checkpoint(path, net, opt, sched, acc)->dict:
     "Restore a run from checkpoint `path` (weights, optimiser, scheduler, scaler, this process's random states); return its state."
     from safetensors.torch import load_file
     path = Path(path)
-    sd, st = load_file(path/'adapter.safetensors'), torch.load(path/'state.pt', weights_only=True, map_location='cpu')
+    sd, st = load_file(path/'adapter.safetensors'), safe_torch_load(path/'state.pt', 'resume state')
     missing = set(trainable_state(acc.unwrap_model(net))) - set(sd)
     if missing: raise TrainError(f"{path}: checkpoint lacks {len(missing)} trainable weight(s), e.g. {sorted(missing)[0]}; it belongs to another model")
     acc.unwrap_model(net).load_state_dict(sd, strict=False)
