@@ -806,7 +806,7 @@ def write_teacher(task, state:dict, c, folder, acc)->Path:
     out = folder/'teacher'
     if acc.is_main_process:
         m = c.dino if task.name == 'dino' else c.sam
-        base = dict(id=m.model) if task.name == 'dino' else sam_base(m.model, m.checkpoint)
+        base = dino_base(m.model) if task.name == 'dino' else sam_base(m.model, m.checkpoint)
         use = dict(shortest=task.pre.shortest, longest=task.pre.longest, box_threshold=m.box_threshold) if task.name == 'dino' else dict(multimask=m.multimask)
         card = teacher_card(task.kind, base, c.dataset.names, c.dataset.cat_ids, dict(r=m.lora_r, alpha=m.lora_alpha, dropout=m.lora_dropout),
                             metrics=state.get('best'), history=state['history'], use=use)
