@@ -125,6 +125,9 @@ def test_label_round_trip(exp, tmp_path):
         assert x >= 0 and y >= 0 and x + w <= W + 1e-6 and y + h <= H + 1e-6 and a['area'] <= w * h + 1e-6
     rep = validate_coco(tmp_path/'labels.json', folder)
     assert rep.errors == [] and rep.warnings == [], rep.findings[:5]
+    from teacher_lora.data import CocoDataset
+    ds = CocoDataset(tmp_path/'labels.json', folder, masks=True)  # the package's own loader, masks included
+    assert len(ds) == 4 and all(len(ds[i]['target']['masks']) == len(ds[i]['target']['boxes']) for i in range(4))
     for tool in ('pycocotools', 'faster-coco-eval'):
         assert self_scores(tmp_path/'labels.json', tool) == {'bbox': 1., 'segm': 1.}, tool
 
