@@ -233,6 +233,7 @@ CHECKS = {  # code: (severity, how to fix)
  'duplicate-file': ('warning', "two image records share a file_name: merge them or fix the names"),
  'duplicate-name': ('error', "two categories share a name: merge them or rename one"),
  'name-has-dot':   ('error', "'.' separates classes in the Grounding DINO prompt: rename the class"),
+ 'same-tokens':    ('error', "Grounding DINO reads both names as the same tokens (emoji, unknown symbols and words over 100 letters all become [UNK]), so no prompt tells the classes apart: rename them in plain words"),
  'category-unused':('warning', "no annotation uses this category: drop it, or label some examples"),
  'prompt-too-long':('warning', "the prompt exceeds 256 tokens: classes will be split over several prompts"),
  'unknown-image':  ('error', "the annotation's image_id matches no image: fix the id or drop the annotation"),
@@ -387,7 +388,7 @@ def _check_images(imgs, rep):
 
 # %% ../nbs/00_coco.ipynb #f7721a13
 def _check_categories(cats, used, rep):
-    "Category records: a unique, non-empty name without '.', used by some annotation; prompt length."
+    "Category records: a unique, non-empty name without '.', that Grounding DINO tokenizes apart from the others, used by some annotation; prompt length."
     names = {}
     for cid, c in cats.items():
         n = c.get('name')
@@ -398,6 +399,12 @@ def _check_categories(cats, used, rep):
         else: names[key] = cid
         if '.' in n: rep.add('name-has-dot', 'category', cid, 'name', f"'{n}' contains '.'")
         if cid not in used: rep.add('category-unused', 'category', cid, 'name', f"no annotation of '{n}'")
+    toks = {}
+    for key, cid in names.items():  # the prompt's tokens, as Grounding DINO's tokenizer makes them
+        ids = tuple(bert_tokenizer().encode(key, add_special_tokens=False).ids)
+        if ids not in toks: toks[ids] = cid; continue
+        rep.add('same-tokens', 'category', cid, 'name', f"'{cats[cid]['name']}' and '{cats[toks[ids]]['name']}' (category {toks[ids]}) are both "
+                + ' '.join(bert_tokenizer().id_to_token(i) for i in ids[:6]))
     n_tok = prompt_tokens(grounding_prompt(names)) if names else 0
     if n_tok > MAX_PROMPT_TOKENS:
         rep.add('prompt-too-long', 'file', None, 'categories', f"the prompt of all {len(names)} classes is {n_tok} tokens")

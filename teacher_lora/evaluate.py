@@ -201,7 +201,7 @@ def predict_coco(teachers:dict, ds:CocoDataset, batch_size:int=2, dev=None, runs
     dev, anns = _device(dev), _gt_instances(ds.d)
     keys = (['dino'] if 'dino' in teachers else []) + (['sam', 'sam_iou'] if 'sam' in teachers else []) + (['grounded'] if len(teachers) == 2 else [])
     out = {r: {k: [] for k in keys} for r in runs}
-    for b in make_dataloader(ds, batch_size, shuffle=False):
+    for b in make_dataloader(ds, batch_size, shuffle=False, by_size=True):  # one image size a batch: scores independent of batching
         for t in teachers.values(): t.cache = FeatureCache('memory')  # frozen features: computed once per batch, shared by the runs
         for r in runs:
             with adapters(teachers, r == 'tuned'):

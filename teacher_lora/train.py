@@ -526,7 +526,7 @@ def load_checkpoint(path, net, opt, sched, acc)->dict:
     "Restore a run from checkpoint `path` (weights, optimiser, scheduler, scaler, this process's random states); return its state."
     from safetensors.torch import load_file
     path = Path(path)
-    sd, st = load_file(path/'adapter.safetensors'), torch.load(path/'state.pt', weights_only=True, map_location='cpu')
+    sd, st = load_file(path/'adapter.safetensors'), safe_torch_load(path/'state.pt', 'resume state')
     missing = set(trainable_state(acc.unwrap_model(net))) - set(sd)
     if missing: raise TrainError(f"{path}: checkpoint lacks {len(missing)} trainable weight(s), e.g. {sorted(missing)[0]}; it belongs to another model")
     acc.unwrap_model(net).load_state_dict(sd, strict=False)
@@ -818,7 +818,7 @@ def write_teacher(task, state:dict, c, folder, acc)->Path:
     out = folder/'teacher'
     if acc.is_main_process:
         m = c.dino if task.name == 'dino' else c.sam
-        base = dict(id=m.model) if task.name == 'dino' else sam_base(m.model, m.checkpoint)
+        base = dino_base(m.model) if task.name == 'dino' else sam_base(m.model, m.checkpoint)
         use = dict(shortest=task.pre.shortest, longest=task.pre.longest, box_threshold=m.box_threshold) if task.name == 'dino' else dict(multimask=m.multimask)
         card = teacher_card(task.kind, base, c.dataset.names, c.dataset.cat_ids, dict(r=m.lora_r, alpha=m.lora_alpha, dropout=m.lora_dropout),
                             metrics=state.get('best'), history=state['history'], use=use)

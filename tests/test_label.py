@@ -96,3 +96,74 @@ def test_label_under_torchrun_matches_one_process(exp, tmp_path):
     for a, b in zip(one['annotations'], two['annotations']):
         assert a['category_id'] == b['category_id'] and abs(a['score'] - b['score']) < 1e-4 and a['bbox'] == pytest.approx(b['bbox'], abs=1)
     assert not (tmp_path/'two.json.parts').exists()
+
+def self_scores(label_file, tool):
+    "The label file's annotations scored as results against the file itself, per IoU type: box and mask AP (pycocotools or faster-coco-eval)."
+    d = json.loads(Path(label_file).read_text())
+    res = [{k: a[k] for k in ('image_id', 'category_id', 'bbox', 'segmentation', 'score')} for a in d['annotations']]
+    if tool == 'pycocotools': Coco, Eval = COCO, COCOeval
+    else: from faster_coco_eval import COCO as Coco, COCOeval_faster as Eval
+    out = {}
+    for t in ('bbox', 'segm'):
+        with contextlib.redirect_stdout(io.StringIO()):
+            g = Coco(str(label_file)); e = Eval(g, g.loadRes(copy.deepcopy(res)), t)
+            e.evaluate(); e.accumulate(); e.summarize()
+        out[t] = float(e.stats[0])
+    return out
+
+def test_label_round_trip(exp, tmp_path):
+    "A label file at a low threshold is segm and bbox ground truth for pycocotools and faster-coco-eval, validates clean, and scores itself at AP 1."
+    out, images = exp
+    folder = tmp_path/'unlabelled'; folder.mkdir()
+    for f in sorted(images.iterdir())[:4]: shutil.copy(f, folder/f.name)
+    run('teacher-lora-label', '--exp', out, '--images', folder, '--out', tmp_path/'labels.json', '--threshold', '0.1', '--workers', '0')
+    d = json.loads((tmp_path/'labels.json').read_text())
+    sizes = {i['id']: (i['width'], i['height']) for i in d['images']}
+    assert d['annotations'] and all('segmentation' in a for a in d['annotations'])  # a masked file: masks throughout
+    for a in d['annotations']:
+        x, y, w, h = a['bbox']; W, H = sizes[a['image_id']]
+        assert x >= 0 and y >= 0 and x + w <= W + 1e-6 and y + h <= H + 1e-6 and a['area'] <= w * h + 1e-6
+    rep = validate_coco(tmp_path/'labels.json', folder)
+    assert rep.errors == [] and rep.warnings == [], rep.findings[:5]
+    from teacher_lora.data import CocoDataset
+    ds = CocoDataset(tmp_path/'labels.json', folder, masks=True)  # the package's own loader, masks included
+    assert len(ds) == 4 and all(len(ds[i]['target']['masks']) == len(ds[i]['target']['boxes']) for i in range(4))
+    for tool in ('pycocotools', 'faster-coco-eval'):
+        assert self_scores(tmp_path/'labels.json', tool) == {'bbox': 1., 'segm': 1.}, tool
+
+@pytest.fixture(scope='module')
+def box_teacher(tmp_path_factory):
+    "The shipped tiny pretrained Grounding DINO with fresh adapters as a teacher folder (no SAM: labels are boxes), and 8 shapes images of three sizes."
+    from teacher_lora.teachers import DINO_LORA_TARGETS, apply_lora, load_dino, save_teacher, teacher_card
+    d = tmp_path_factory.mktemp('box')
+    ann = shapes_dataset(d/'shapes', 8, seed=0, background='plain', scale=(.3, .55))
+    names = ['circle', 'square', 'triangle']
+    card = teacher_card('grounding_dino', dict(id='tiny-pretrained'), names, [1, 2, 3], dict(r=4, alpha=8, dropout=0.),
+                        use=dict(shortest=96, longest=128, box_threshold=.3))
+    save_teacher(apply_lora(load_dino('tiny-pretrained')[0], DINO_LORA_TARGETS, r=4, alpha=8), d/'teacher', card)
+    return d/'teacher', ann, d/'shapes'/'images'
+
+def test_labels_do_not_depend_on_batching(box_teacher, tmp_path):
+    "Labelling at batch 1 and 4 gives the same objects (images of three sizes: a mixed batch pads them), and the calibrated thresholds keep what calibration counted."
+    from teacher_lora.predict import calibrate, label_images
+    from teacher_lora.evaluate import load_teachers
+    teacher, ann, images = box_teacher
+    ts = load_teachers(teacher, 'cpu')
+    def label(bs, th=None):
+        return label_images(ts, images, tmp_path/f'labels-{bs}-{th}.json', batch_size=bs, workers=0, dev='cpu', progress=False,
+                            thresholds=th and {n: th for n in ts['dino'].names})
+    def same(a, b):
+        key = lambda x: (x['image_id'], x['category_id'], -x['score'])
+        a, b = sorted(a['annotations'], key=key), sorted(b['annotations'], key=key)
+        return len(a) == len(b) and all(x['image_id'] == y['image_id'] and x['category_id'] == y['category_id'] and abs(x['score'] - y['score']) < 1e-5
+                                        and x['bbox'] == pytest.approx(y['bbox'], abs=.01) for x, y in zip(a, b))
+    one, four = label(1, .05), label(4, .05)
+    assert len(one['annotations']) > 20 and same(one, four)
+    sizes = {i['id']: (i['width'], i['height']) for i in one['images']}
+    for a in one['annotations']:  # boxes without masks: clipped to the image, area w·h
+        x, y, w, h = a['bbox']; W, H = sizes[a['image_id']]
+        assert x >= 0 and y >= 0 and x + w <= W and y + h <= H and a['area'] == pytest.approx(w * h) and 'segmentation' not in a
+    th = calibrate(ts, ann, images, precision=.3, batch_size=2, dev='cpu')
+    assert any(t['score'] is not None for t in th.values()), th
+    one, four = label(1), label(4)
+    assert one['annotations'] and same(one, four)

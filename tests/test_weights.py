@@ -72,7 +72,8 @@ def test_default_weights_downloaded_once_and_cached(data, site, tmp_path, monkey
     assert f'model: {DINO_ID}' in cfg and 'checkpoint: auto' in cfg
     card = json.loads((tmp_path/'exp'/'sam'/'teacher'/'teacher_card.json').read_text())
     assert card['base'] == dict(variant='vit_b', checkpoint=str(cached), url=f'{url}/{SAM_FILE}', sha256=file_sha256(served))
-    assert json.loads((tmp_path/'exp'/'dino'/'teacher'/'teacher_card.json').read_text())['base'] == dict(id=DINO_ID)
+    snap = tmp_path/'hf'/'hub'/f"models--{DINO_ID.replace('/', '--')}"/'snapshots'/REV  # the DINO base: its commit and weights' hash
+    assert json.loads((tmp_path/'exp'/'dino'/'teacher'/'teacher_card.json').read_text())['base'] == dict(id=DINO_ID, revision=REV, sha256=file_sha256(snap/'model.safetensors'))
     # the second time, in this process: the cached file, no request
     for k, v in env(tmp_path, url).items(): monkeypatch.setenv(k, v)
     sam = load_sam('vit_b', 'auto')
