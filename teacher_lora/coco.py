@@ -257,7 +257,7 @@ CHECKS = {  # code: (severity, how to fix)
  'area-missing':   ('warning', "no area: repair_coco computes it from the mask or box"),
  'area-invalid':   ('error', "area must be a positive number"),
  'area-inconsistent': ('warning', "area is larger than the bbox or differs from the mask: repair_coco recomputes it"),
- 'iscrowd-invalid':('warning', "iscrowd must be 0 or 1"),
+ 'iscrowd-invalid':('error',   "iscrowd must be 0 or 1 (pycocotools and the loaders read it as an integer); --fix sets it to 0 or 1"),
  'path-escape':    ('error', "file_name is absolute or leaves the image folder through '..': refused; use a path relative to it"),
  'file-missing':   ('error', "the image file is not in the image folder: add it or drop the image"),
  'image-unreadable': ('error', "the image cannot be decoded (corrupt or truncated): re-export or drop it"),

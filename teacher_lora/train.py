@@ -524,8 +524,15 @@ def save_checkpoint(folder, net, opt, sched, acc, state:dict, keep_last:int=2)->
 # %% ../nbs/50_train.ipynb #5693c7b6
 def load_checkpoint(path, net, opt, sched, acc)->dict:
     "Restore a run from checkpoint `path` (weights, optimiser, scheduler, scaler, this process's random states); return its state."
-    from safetensors.torch import load_file
     path = Path(path)
+    try: return _restore(path, net, opt, sched, acc)
+    except TrainError: raise
+    except Exception as e:  # the files are the user's: a damaged or foreign one is named, with the way out
+        raise TrainError(f"{path}: damaged checkpoint, cannot resume from it ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}). "
+                         "Fix: delete this folder to resume from the checkpoint before it, or start again with --overwrite") from None
+
+def _restore(path, net, opt, sched, acc)->dict:
+    from safetensors.torch import load_file
     sd, st = load_file(path/'adapter.safetensors'), safe_torch_load(path/'state.pt', 'resume state')
     missing = set(trainable_state(acc.unwrap_model(net))) - set(sd)
     if missing: raise TrainError(f"{path}: checkpoint lacks {len(missing)} trainable weight(s), e.g. {sorted(missing)[0]}; it belongs to another model")
@@ -533,7 +540,7 @@ def load_checkpoint(path, net, opt, sched, acc)->dict:
     opt.load_state_dict(st['optimizer']); sched.load_state_dict(st['scheduler'])
     if acc.scaler and st['scaler']: acc.scaler.load_state_dict(st['scaler'])
     rng = path/f"rng-{acc.process_index}.pt"
-    if rng.exists(): set_rng_state(torch.load(rng, weights_only=True))
+    if rng.exists(): set_rng_state(safe_torch_load(rng, 'random state'))
     return st['state']
 
 # %% ../nbs/50_train.ipynb #7656518b
@@ -671,13 +678,14 @@ def fit(task, train_ds, val_ds, c, folder, acc, log:RunLog, resume:bool=False)->
                disable=not acc.is_main_process, dynamic_ncols=True)
     while state['epoch'] < t.epochs and not state['done']:
         task.epoch = state['epoch']  # what a task draws per epoch (SAM's prompts) follows the epoch, also on resume
+        bar.set_description(f"{task.name} epoch {state['epoch'] + 1}")
         _train_epoch(task, net, opt, sched, params, train_ds, c, folder, acc, log, state, steps, bar)
         state['epoch'] += 1; state['step'] = 0
         m = validate(task, net, val_ds, c, acc) | dict(epoch=state['epoch'], update=state['update'])
         _after_epoch(task, state, m, c)
         log.write(dict(teacher=task.name, val=m)); log.scalars(task.name, 'val', m, state['update'])
         _log_images(task, net, val_ds, c, acc, log, state['update'])
-        bar.set_description(f"{task.name} epoch {state['epoch'] + 1}"); bar.set_postfix({task.metric: round(m[task.metric], 4)})
+        bar.set_postfix({task.metric: round(m[task.metric], 4)})  # the validation metric of the epoch just trained
         save_checkpoint(folder, net, opt, sched, acc, state, c.checkpoint.keep_last)
     bar.close()
     return state
