@@ -76,6 +76,11 @@ def _check_images(images, file_ok:bool=False):
     if not (p.is_dir() or file_ok and p.is_file()):
         raise UsageError(f"--images {p}: no such folder{' or image file' if file_ok else ''}. Fix: check the path (the folder the images are in)")
 
+def _check_counts(batch_size:int, workers:int=0):
+    "`UsageError` for a batch of fewer than one image or a negative number of loader workers."
+    if batch_size < 1: raise UsageError(f"--batch_size {batch_size}: images per batch, at least 1. Fix: e.g. --batch_size 4 (lower it if memory runs out)")
+    if workers < 0: raise UsageError(f"--workers {workers}: data-loader worker processes, 0 or more. Fix: e.g. --workers 2 (0 loads in this process)")
+
 # %% ../nbs/80_cli.ipynb #eefdfdef
 try: import fcntl
 except ImportError: fcntl = None  # not on Windows: no lock there
@@ -300,7 +305,7 @@ def evaluate_cli(exp:str=None, # experiment folder (teacher-lora-train --output)
         if not data: raise UsageError("--data (the ground truth) is required")
         if results: score_results(results, data, verbose=True); return 0
         if not (exp and images): raise UsageError("give --exp and --images to run the teachers, or --results to score a results file")
-        _check_images(images); o = _check_out(out or Path(exp)/'eval', '--out')
+        _check_images(images); _check_counts(batch_size); o = _check_out(out or Path(exp)/'eval', '--out')
         with output_lock(o/LOCK, '--out', o): ev = evaluate(exp, data, images, out=o, base=not no_base, batch_size=batch_size, dev=device)
         print(f"{ev}\n\nCOCO results and evaluation.json: {o}")
         if 'dino' in ev.stats['tuned']:
@@ -323,7 +328,10 @@ def label_cli(exp:str=None, # experiment folder (teacher-lora-train --output)
         from teacher_lora.predict import label_images
         if not (exp and images and out): raise UsageError("--exp, --images and --out are required")
         if threshold is not None and not 0 <= threshold <= 1: raise UsageError(f"--threshold {threshold}: a score threshold is a number from 0 to 1")
-        _check_images(images, file_ok=True); _check_out(out, '--out', folder=False)
+        _check_images(images, file_ok=True); _check_counts(batch_size, workers); _check_out(out, '--out', folder=False)
+        from teacher_lora.predict import IMAGE_SUFFIXES, find_images
+        if not find_images(images)[1]: raise UsageError(f"--images {images}: no images in it or its sub-folders (looked for {', '.join(sorted(IMAGE_SUFFIXES))}). "
+                                                        "Fix: check the path; other files are skipped")
         with output_lock(f"{out}.lock", '--out', out):  # two runs on one --out would share (and delete) its part files
             ts = load_teachers(exp, device)
             d = label_images(ts, images, out, batch_size, workers, None if threshold is None else {n: threshold for n in ts['dino'].names} if 'dino' in ts else None, dev=device)

@@ -476,6 +476,18 @@ def _base_model(card:dict):
     sam = build_sam(**b['config'])
     return sam if ck in ('random', 'auto') else load_weights(sam, ck, 'SAM')
 
+# %% ../nbs/30_teachers.ipynb #b2752cfc
+def _check_adapter_keys(model, folder, fix):
+    "`TeacherError` unless the saved adapter holds exactly the LoRA weights `model` has: peft itself loads a foreign adapter with a warning, leaving the base behaviour."
+    from peft import get_peft_model_state_dict
+    from safetensors import safe_open
+    if not (f := folder/'adapter_model.safetensors').is_file(): return  # a .bin: checked as a state dict above
+    with safe_open(f, 'pt') as s: saved = set(s.keys())
+    want = set(get_peft_model_state_dict(model))
+    if saved != want:
+        odd = sorted(saved ^ want)[0]
+        raise TeacherError(f"{f}: these LoRA weights do not fit the card's base model ({len(want - saved)} missing, {len(saved - want)} unexpected, e.g. {odd[:120]}). {fix}")
+
 # %% ../nbs/30_teachers.ipynb #667cfe92
 def load_teacher(folder):
     "A ready teacher from a folder written by `save_teacher`: `(model, card)`, the model in eval mode."
@@ -483,10 +495,27 @@ def load_teacher(folder):
     from peft import PeftModel
     folder = Path(folder)
     if not (folder/'teacher_card.json').is_file(): raise TeacherError(f"{folder}: no teacher_card.json; not a folder written by save_teacher")
-    card = json.loads((folder/'teacher_card.json').read_text())
-    if not (folder/'adapter_model.safetensors').is_file() and (folder/'adapter_model.bin').is_file():  # peft reads it next: refuse a pickle by name first
-        safe_torch_load(folder/'adapter_model.bin', 'LoRA adapter', state_dict=True)
-    with _quiet_peft(): model = PeftModel.from_pretrained(_peft_ready(_base_model(card)), folder)
+    fix = "Fix: copy the teacher folder again, or train it again (teacher-lora-train)"
+    try: card = json.loads((folder/'teacher_card.json').read_text())
+    except (ValueError, OSError) as e: raise TeacherError(f"{folder/'teacher_card.json'}: cannot be read as JSON ({str(e)[:120]}). {fix}") from None
+    if not isinstance(card, dict): raise TeacherError(f"{folder/'teacher_card.json'}: holds a {type(card).__name__}, not a teacher card. {fix}")
+    names, ids = card.get('names'), card.get('cat_ids')
+    if not (isinstance(names, list) and isinstance(ids, list) and len(names) == len(ids) and names
+            and all(isinstance(n, str) for n in names) and all(isinstance(i, int) for i in ids)):
+        raise TeacherError(f"{folder/'teacher_card.json'}: 'names' and 'cat_ids' must be lists of the same length (the class names and their COCO ids). {fix}")
+    if not isinstance(card.get('thresholds', {}), dict): raise TeacherError(f"{folder/'teacher_card.json'}: 'thresholds' is not a mapping of class names to thresholds. {fix}")
+    if not (folder/'adapter_model.safetensors').is_file():
+        if not (folder/'adapter_model.bin').is_file(): raise TeacherError(f"{folder}: no adapter_model.safetensors (the LoRA weights). {fix}")
+        safe_torch_load(folder/'adapter_model.bin', 'LoRA adapter', state_dict=True)  # peft reads it next: refuse a pickle by name first
+    base = _peft_ready(_base_model(card))
+    try:
+        with _quiet_peft(), warnings.catch_warnings():  # a foreign adapter is refused below, in words of its own
+            warnings.filterwarnings('ignore', message='Found (missing|unexpected) adapter keys')
+            model = PeftModel.from_pretrained(base, folder)
+    except Exception as e:  # the adapter files are the user's: damaged, or from another model
+        raise TeacherError(f"{folder}: its adapter (adapter_config.json, adapter_model.*) cannot be loaded onto the card's base model "
+                           f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}). {fix}") from None
+    _check_adapter_keys(model, folder, fix)
     return model.eval(), card
 
 # %% ../nbs/30_teachers.ipynb #f4cc6bd6

@@ -64,3 +64,23 @@ def test_dino_base_recorded_and_checked(tmp_path, monkeypatch):
     m = _dino_base_model(b)
     assert torch.equal(m.state_dict()['model.level_embed'], tiny_dino().state_dict()['model.level_embed'])
     with pytest.raises(TeacherError, match="SHA-256 differs"): _dino_base_model(b | dict(sha256='0' * 64))
+
+def test_damaged_teacher_folder_named(sam_teacher, tmp_path):
+    "A teacher folder that is damaged or mixed up is refused with the file named and the fix, never loaded half-way: peft alone loads a foreign adapter with only a warning."
+    import shutil
+    def damaged(f):
+        d = tmp_path/f'case{len(list(tmp_path.iterdir()))}'; shutil.copytree(sam_teacher, d); f(d); return d
+    card = lambda d: d/'teacher_card.json'
+    edit = lambda **kw: lambda d: card(d).write_text(json.dumps(json.loads(card(d).read_text()) | kw))
+    cases = {'cannot be read as JSON': lambda d: card(d).write_text(card(d).read_text()[:50]),
+             'holds a list': lambda d: card(d).write_text('[]'),
+             "'names' and 'cat_ids'": edit(names=['circle', 'square']),
+             "'thresholds' is not a mapping": edit(thresholds='lots'),
+             'no adapter_model.safetensors': lambda d: (d/'adapter_model.safetensors').unlink(),
+             'cannot be loaded onto': lambda d: (d/'adapter_config.json').write_text('{"r": "x"}')}
+    for msg, f in cases.items():
+        with pytest.raises(TeacherError, match=msg): load_teacher(damaged(f))
+    other = tmp_path/'other'  # the same rank on fewer layers: what a teacher trained with other targets saves
+    save_teacher(apply_lora(tiny_sam(), r'mask_decoder\.transformer\..*(q_proj|k_proj)', r=2, alpha=4), other, json.loads(card(sam_teacher).read_text()))
+    d = damaged(lambda d: shutil.copy(other/'adapter_model.safetensors', d/'adapter_model.safetensors'))
+    with pytest.raises(TeacherError, match='do not fit the card'): load_teacher(d)
