@@ -181,7 +181,7 @@ def _config_cases():
             'data.workers=-1', 'sam.lora_r=0', 'sam.lora_r=-4', 'sam.checkpoint=[1,2]', 'sam.checkpoint=', 'train.mixed_precision=no',
             'train.mixed_precision=maybe', 'train=5', 'nokey=1', 'train.nokey=1', 'train.lr', '=1', 'train.lr=!!python/object/apply:os.system [ls]',
             'train.lr=[', 'train.lr={a: 1}', 'train.cache=sometimes', 'train.cache_memory=200%', 'train.cache_memory=-1',
-            'preprocess.dino_shortest=0', 'preprocess.dino_shortest=-5', 'preprocess.dino_longest=1e12', 'sam.max_prompts=0',
+            'preprocess.dino_shortest=0', 'preprocess.dino_shortest=-5', 'preprocess.dino_shortest=64', 'preprocess.dino_longest=1e12', 'sam.max_prompts=0',
             'label.precision=2', 'dino.lora_r=1e9', 'data.augment=perhaps', 'train.lr=' + 'a' * 100000]
     configs = {'list': '[1, 2]', 'string': 'hello', 'number': '3', 'empty': '', 'binary': b'\x00\xff\xfe' * 100,
                'tag': 'train: !!python/object/apply:os.system [ls]', 'unknown-key': 'trian: {lr: 1}', 'wrong-type': 'train: 5',
