@@ -66,12 +66,14 @@ def check_ground_truth(ann, # the ground-truth COCO file (or its parsed dict)
                       )->dict:
     "The ground truth `ann` ready for pycocotools (`eval_ground_truth`), once `validate_coco` finds no error in it; else `EvalError` with its first errors and the fix."
     d = load_coco(ann); rep = validate_coco(d, image_root)
-    if rep.ok: return eval_ground_truth(d)
-    n, name = sum(k for c, k in rep.counts.items() if CHECKS[c][0] == 'error'), 'the ground truth' if isinstance(ann, dict) else str(ann)
-    errs = '; '.join(f"{f.where}: {f.message}" for f in rep.errors[:show]) + ('; ...' if n > show else '')
-    cmd = f"teacher-lora-validate --data {name}" + (f" --images {image_root}" if image_root is not None else '') + " --fix fixed.json"
-    raise EvalError(f"{name}: {n} error(s) in the ground truth, so it cannot be scored ({errs}). Fix: `{cmd}` lists them all and repairs "
-                    "what it can; score on fixed.json")
+    bad = [f for f in rep.errors if (f.code, f.field) != ('empty-dataset', 'annotations')]  # images without objects score: every detection is a false positive
+    if not bad: return eval_ground_truth(d)
+    n = sum(k for c, k in rep.counts.items() if CHECKS[c][0] == 'error') - (len(rep.errors) - len(bad))
+    name = 'the ground truth' if isinstance(ann, dict) else str(ann)
+    errs = '; '.join(f"{f.where}: {f.message}" for f in bad[:show]) + ('; ...' if n > show else '')
+    cmd = "`validate_coco(gt)` lists them all, `repair_coco(gt, 'fixed.json')` repairs" if isinstance(ann, dict) else \
+          f"`teacher-lora-validate --data {name}" + (f" --images {image_root}" if image_root is not None else '') + " --fix fixed.json` lists them all and repairs"
+    raise EvalError(f"{name}: {n} error(s) in the ground truth, so it cannot be scored ({errs}). Fix: {cmd} what it can; score on fixed.json")
 
 # %% ../nbs/60_evaluate.ipynb #1748e9db
 def coco_eval(gt, # COCO ground truth, validated (`check_ground_truth`): a path or a dict
