@@ -50,9 +50,10 @@ def load_results(src, # a COCO results file (a JSON list of detections), or the 
                  name:str=None)->list:
     "The checked detections of `src`: each names an image and category of `gt`, a finite score, and a box and/or a mask."
     name = name or (str(src) if isinstance(src, (str, Path)) else 'results')
+    fix = "Fix: give the detections as a JSON list of {image_id, category_id, bbox and/or segmentation, score} records"
     try: rs = json.loads(Path(src).read_text()) if isinstance(src, (str, Path)) else src
-    except (OSError, ValueError) as e: raise EvalError(f"{name}: cannot read it as JSON ({e})") from None
-    if not isinstance(rs, list): raise EvalError(f"{name}: a COCO results file is a JSON list of detections, not a {type(rs).__name__}")
+    except (OSError, ValueError) as e: raise EvalError(f"{name}: cannot read it as JSON ({e}). {fix}") from None
+    if not isinstance(rs, list): raise EvalError(f"{name}: a COCO results file is a JSON list of detections, not a {type(rs).__name__}. {fix}")
     images, cats = {i['id']: i for i in gt['images']}, {c['id'] for c in gt['categories']}
     for i, r in enumerate(rs):
         if p := _record_problem(r, images, cats):
