@@ -272,6 +272,8 @@ def evaluate(teachers, # `load_teachers` output, or an experiment / teacher fold
              batch_size:int=2, dev=None)->Evaluation:
     "Box AP (Grounding DINO), mask AP and mIoU with ground-truth boxes (SAM), mask AP of DINO → SAM; base vs tuned; all by pycocotools."
     gt = check_ground_truth(ann, image_root)  # before any model is loaded
+    if out is not None and not (o := next(q for q in (Path(out), *Path(out).parents) if q.exists())).is_dir():
+        raise EvalError(f"{out}: {o} is a file, so no folder can be made there for the results. Fix: give --out a folder")
     ts = teachers if isinstance(teachers, dict) else load_teachers(teachers, dev)
     check_categories(ann, gt, next(iter(ts.values())))
     if 'sam' in ts and not any(a.get('segmentation') for a in gt['annotations']):
