@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 from .coco import CocoError, load_coco, mask_to_rle, _write_json_atomic
 from .data import CocoDataset, ImageLoadError, read_image, make_dataloader
 from .teachers import TeacherError
-from .evaluate import check_categories, load_teachers, coco_eval, predict_coco, sam_masks, sam_frame_boxes, _device, _state
+from .evaluate import check_categories, check_ground_truth, load_teachers, coco_eval, predict_coco, sam_masks, sam_frame_boxes, _device, _state
 
 # %% ../nbs/70_predict.ipynb #0b336381
 def _matches(e, iou:float)->dict:
@@ -67,9 +67,10 @@ def calibrate(exp, # an experiment folder (or `load_teachers` output) with a Gro
               val, # the validation COCO file (e.g. exp/splits/val.json)
               image_root, precision:float=0.9, batch_size:int=2, dev=None)->dict:
     "Choose per-class score thresholds on `val` for `precision`, and store them in the DINO teacher's card."
+    gt = check_ground_truth(val, image_root)  # before any model is loaded
     ts = exp if isinstance(exp, dict) else load_teachers(exp, dev)
     if 'dino' not in ts: raise TeacherError(f"{exp}: no Grounding DINO teacher to calibrate")
-    gt = load_coco(val); check_categories(val, gt, ts['dino'])
+    check_categories(val, gt, ts['dino'])
     dets = predict_coco({'dino': ts['dino']}, CocoDataset(gt, image_root, preprocess=[ts['dino'].pre]), batch_size, dev)['tuned']['dino']
     th = choose_thresholds(gt, dets, precision)
     th = {n: th[n] for n in ts['dino'].names if n in th}  # the teacher's classes (not a category it never learned)

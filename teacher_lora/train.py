@@ -7,10 +7,10 @@ Docs: https://teacher-lora.github.io/teacher_lora/train.html.md"""
 # %% auto #0
 __all__ = ['DISK_MARGIN', 'EXP_ITEMS', 'TrainError', 'mixed_precision', 'train_mode', 'fingerprint', 'weights_fingerprint',
            'image_key', 'fmt_bytes', 'memory_budget', 'cache_plan', 'pack_features', 'unpack_features', 'FeatureCache',
-           'dino_encode', 'dino_decode', 'SamDecoder', 'SamTask', 'DinoTask', 'coco_box_ap', 'epoch_batches',
-           'rng_state', 'set_rng_state', 'trainable_state', 'checkpoints', 'save_checkpoint', 'load_checkpoint',
-           'read_metrics', 'RunLog', 'validate', 'train_step', 'fit', 'prepare_output', 'make_accelerator', 'make_task',
-           'write_teacher', 'plot_metrics', 'fetch_weights', 'train']
+           'dino_encode', 'dino_decode', 'SamDecoder', 'SamTask', 'DinoTask', 'eval_ground_truth', 'coco_index',
+           'coco_box_ap', 'epoch_batches', 'rng_state', 'set_rng_state', 'trainable_state', 'checkpoints',
+           'save_checkpoint', 'load_checkpoint', 'read_metrics', 'RunLog', 'validate', 'train_step', 'fit',
+           'prepare_output', 'make_accelerator', 'make_task', 'write_teacher', 'plot_metrics', 'fetch_weights', 'train']
 
 # %% ../nbs/50_train.ipynb #0c6f1e29
 import errno, io, json, math, os, random, re, shutil, sys, time, hashlib
@@ -433,17 +433,42 @@ def predict(self:DinoTask, net, batch, dev)->list:
                 res[b].append(dict(image_id=iid, category_id=self.cat_ids[pm.classes[c]], bbox=[x0, y0, x1 - x0, y1 - y0], score=sc))
     return [r for rs in res for r in sorted(rs, key=lambda r: -r['score'])[:self.max_dets]]
 
+# %% ../nbs/50_train.ipynb #484b27a9
+def eval_ground_truth(gt:dict, # validated COCO ground truth (`validate_coco` finds no error); not modified
+                      iou_type:str='bbox', # what `COCOeval` will score: 'bbox' or 'segm'
+                     )->dict:
+    "A copy of `gt` as pycocotools reads it: `iscrowd` 0 or 1, `area` (the mask's, else the box's) and `bbox` (the mask's) where missing; for 'segm', an object without a mask becomes an ignored region (its box, as a crowd)."
+    from pycocotools import mask as mask_utils
+    from teacher_lora.coco import seg_to_rle
+    ims = {i['id']: i for i in gt['images']}
+    def fill(a):
+        a, s = dict(a), a.get('segmentation')
+        rle = seg_to_rle(s, ims[a['image_id']]['height'], ims[a['image_id']]['width']) if s and (a.get('bbox') is None or a.get('area') is None) else None
+        if a.get('bbox') is None: a['bbox'] = mask_utils.toBbox(rle).tolist()
+        if a.get('area') is None: a['area'] = float(mask_utils.area(rle)) if rle is not None else a['bbox'][2] * a['bbox'][3]
+        a['iscrowd'] = int(bool(a.get('iscrowd', 0)))  # as `repair_coco` reads a flag other than 0/1
+        if iou_type == 'segm' and not s: x, y, w, h = a['bbox']; a.update(segmentation=[[x, y, x + w, y, x + w, y + h, x, y + h]], iscrowd=1)
+        return a
+    return gt | dict(annotations=[fill(a) for a in gt['annotations']])
+
+def coco_index(gt:dict, iou_type:str='bbox'):
+    "pycocotools' `COCO` index of `eval_ground_truth(gt, iou_type)`, its printout silenced: the ground truth of every `COCOeval` here."
+    import contextlib, io
+    from pycocotools.coco import COCO
+    with contextlib.redirect_stdout(io.StringIO()):
+        c = COCO(); c.dataset = eval_ground_truth(gt, iou_type); c.createIndex()
+    return c
+
 # %% ../nbs/50_train.ipynb #b5910d31
 def coco_box_ap(gt:dict, # COCO ground truth
                 results:list, # COCO detection results
                )->dict:
     "COCO box AP, AP50 and AP75 from pycocotools (its printout silenced); 0 with no detections."
     import contextlib, io
-    from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
     if not results: return dict(ap=0., ap50=0., ap75=0.)
+    g = coco_index(gt)
     with contextlib.redirect_stdout(io.StringIO()):
-        g = COCO(); g.dataset = gt; g.createIndex()
         e = COCOeval(g, g.loadRes(results), 'bbox'); e.evaluate(); e.accumulate(); e.summarize()
     return dict(ap=max(float(e.stats[0]), 0.), ap50=max(float(e.stats[1]), 0.), ap75=max(float(e.stats[2]), 0.))
 

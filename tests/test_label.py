@@ -58,6 +58,18 @@ def test_evaluate_experiment(exp):
     again = score_results(out/'eval'/'dino_boxes.json', out/'splits'/'val.json', verbose=False)
     assert abs(again['bbox']['AP'] - ev['stats']['tuned']['dino']['AP']) < 1e-9
 
+def test_evaluate_refuses_broken_ground_truth(exp, tmp_path):
+    "Ground truth the validator finds errors in is refused before any model work: exit 2, naming the file, its errors and the fix; nothing written."
+    out, images = exp
+    d = json.loads((out/'splits'/'val.json').read_text())
+    d['annotations'][0]['category_id'] = 'circle'; d['images'][0]['width'] = float('nan')  # was: IndexError and KeyError in COCOeval (exit 3)
+    (tmp_path/'val.json').write_text(json.dumps(d))
+    r = run('teacher-lora-evaluate', '--exp', out, '--data', tmp_path/'val.json', '--images', images, '--out', tmp_path/'eval', ok=False)
+    assert r.returncode == 2 and 'internal error' not in r.stderr, r.stderr[-2000:]
+    assert f"{tmp_path/'val.json'}: " in r.stderr and "category_id 'circle'" in r.stderr and "width nan" in r.stderr
+    assert f"teacher-lora-validate --data {tmp_path/'val.json'} --images {images} --fix fixed.json" in r.stderr
+    assert not (tmp_path/'eval').exists()
+
 def test_label_loads_validates_and_resumes(exp, tmp_path):
     "Labels load in pycocotools and pass validate_coco; a second run over a grown folder labels only the new images."
     out, images = exp
