@@ -62,11 +62,11 @@ def load_results(src, # a COCO results file (a JSON list of detections), or the 
 
 # %% ../nbs/60_evaluate.ipynb #585d8055
 def check_ground_truth(ann, # the ground-truth COCO file (or its parsed dict)
-                       image_root=None, # its image folder: also check every image is there, decodes and has the size the file says
+                       image_root=None, # its image folder: also check every image is there and has the size the file says (headers only)
                        show:int=3, # errors quoted in the message
                       )->dict:
     "The ground truth `ann` ready for pycocotools (`eval_ground_truth`), once `validate_coco` finds no error in it; else `EvalError` with its first errors and the fix."
-    d = load_coco(ann); rep = validate_coco(d, image_root)
+    d = load_coco(ann); rep = validate_coco(d, image_root, decode=False)  # headers only: an image that cannot be decoded is named by the loader
     bad = [f for f in rep.errors if (f.code, f.field) != ('empty-dataset', 'annotations')]  # images without objects score: every detection is a false positive
     if not bad: return eval_ground_truth(d)
     n = sum(k for c, k in rep.counts.items() if CHECKS[c][0] == 'error') - (len(rep.errors) - len(bad))
@@ -140,8 +140,11 @@ def load_teachers(src, # an experiment folder (`teacher-lora-train --output`) or
                   dev=None)->dict:
     "The teachers of `src` by name ('dino', 'sam'), ready to evaluate and label."
     src = Path(src)
-    if (src/'teacher_card.json').is_file(): folders = {'dino' if json.loads((src/'teacher_card.json').read_text())['kind'] == 'grounding_dino' else 'sam': src}
-    else: folders = {n: src/n/'teacher' for n in ('dino', 'sam') if (src/n/'teacher'/'teacher_card.json').is_file()}
+    if (src/'teacher_card.json').is_file():
+        try: kind = json.loads((src/'teacher_card.json').read_text()).get('kind')
+        except (ValueError, AttributeError): kind = None  # `load_teacher` says what is wrong with the card
+        folders = {'dino' if kind == 'grounding_dino' else 'sam': src}
+    else: folders = {n: src/n/'teacher' for n in ('dino', 'sam') if (src/n/'teacher').is_dir()}  # a teacher folder without its card is named, not skipped
     if not folders: raise TeacherError(f"{src}: no teacher in it (looked for dino/teacher and sam/teacher). Fix: give the --output folder of teacher-lora-train, or a teacher folder")
     ts = {n: teacher_task(f, dev) for n, f in folders.items()}
     if len({tuple(t.cat_ids) for t in ts.values()}) > 1: raise TeacherError(f"{src}: its teachers were trained on different categories")
@@ -272,6 +275,9 @@ def evaluate(teachers, # `load_teachers` output, or an experiment / teacher fold
              batch_size:int=2, dev=None)->Evaluation:
     "Box AP (Grounding DINO), mask AP and mIoU with ground-truth boxes (SAM), mask AP of DINO → SAM; base vs tuned; all by pycocotools."
     gt = check_ground_truth(ann, image_root)  # before any model is loaded
+    if not any(not a['iscrowd'] for a in gt['annotations']):
+        raise EvalError(f"{ann if not isinstance(ann, dict) else 'the ground truth'}: no objects to score ({len(gt['images'])} images, none with an annotation "
+                        "that is not a crowd region), so every AP would be undefined. Fix: score on a file with annotated objects, e.g. the test split")
     if out is not None and not (o := next(q for q in (Path(out), *Path(out).parents) if q.exists())).is_dir():
         raise EvalError(f"{out}: {o} is a file, so no folder can be made there for the results. Fix: give --out a folder")
     ts = teachers if isinstance(teachers, dict) else load_teachers(teachers, dev)
