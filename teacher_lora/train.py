@@ -551,7 +551,7 @@ def load_checkpoint(path, net, opt, sched, acc)->dict:
     "Restore a run from checkpoint `path` (weights, optimiser, scheduler, scaler, this process's random states); return its state."
     path = Path(path)
     try: return _restore(path, net, opt, sched, acc)
-    except TrainError: raise
+    except (TrainError, TeacherError): raise  # already named: a refused weight file says why
     except Exception as e:  # the files are the user's: a damaged or foreign one is named, with the way out
         raise TrainError(f"{path}: damaged checkpoint, cannot resume from it ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}). "
                          "Fix: delete this folder to resume from the checkpoint before it, or start again with --overwrite") from None
