@@ -89,6 +89,14 @@ def _main_process()->bool: return int(os.environ.get('RANK', 0)) == 0  # torchru
 
 LOCK = '.teacher-lora.lock'  # in an experiment or evaluation folder; a label run's is OUT.lock beside its file
 
+_HELD = set()  # descriptors of the locks this process holds
+def _drop_held():
+    "In a forked child (a data-loader worker): close the inherited lock descriptors, so a killed run's workers, still ending, do not hold its lock."
+    for fd in _HELD:
+        with contextlib.suppress(OSError): os.close(fd)
+    _HELD.clear()
+if hasattr(os, 'register_at_fork'): os.register_at_fork(after_in_child=_drop_held)
+
 def _flock(path:Path, flag:str, target)->int:
     "An open descriptor of `path`, locked (`flock`), or `UsageError` naming the run that holds it."
     for _ in range(3):
@@ -101,7 +109,7 @@ def _flock(path:Path, flag:str, target)->int:
                              f"Fix: wait for it to end, or choose another {flag}") from None
         try: same = os.stat(path).st_ino == os.fstat(fd).st_ino
         except OSError: same = False
-        if same: return fd
+        if same: _HELD.add(fd); return fd
         os.close(fd)  # a run that ended meanwhile removed the file we locked: lock the new one
     raise UsageError(f"{flag} {target}: could not take the lock {path}; try again")
 
@@ -119,7 +127,7 @@ def output_lock(path, # the lock file
     try: yield path
     finally:
         with contextlib.suppress(OSError): path.unlink()
-        os.close(fd)
+        _HELD.discard(fd); os.close(fd)
         for d in made:
             with contextlib.suppress(OSError): d.rmdir()  # only if empty: what the run wrote stays
 
