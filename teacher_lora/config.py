@@ -69,11 +69,12 @@ _OPS = {'<': operator.lt, '<=': operator.le, '>': operator.gt, '>=': operator.ge
 _SIZE = r'([0-9]*\.?[0-9]+)\s*(%|b|[kmgt]i?b)'  # as `teacher_lora.train.memory_budget` reads it
 
 def _fits(v, alt:str)->bool:
-    "Does `v` fit one alternative of a spec: `null`, `bool`, `text`, `size`, a bounded `int` or `float` (`0 < float < 1`), or a word?"
+    "Does `v` fit one alternative of a spec: `null`, `bool`, `text`, `size`, a bounded `int` or `float` (`0 < float < 1`), `word:K` (K an int >= 1), or a word?"
     if alt == 'null': return v is None
     if alt == 'bool': return isinstance(v, bool)
     if alt == 'text': return isinstance(v, str) and bool(v.strip())
     if alt == 'size': return isinstance(v, str) and (m := re.fullmatch(_SIZE, v.strip().lower())) is not None and float(m[1]) > 0
+    if alt.endswith(':K'): return isinstance(v, str) and re.fullmatch(rf'{re.escape(alt[:-2])}:[1-9][0-9]*', v) is not None  # e.g. encoder:3
     t = alt.split()
     if 'int' in t or 'float' in t:
         if isinstance(v, bool) or not isinstance(v, int if 'int' in t else (int, float)) or not math.isfinite(v): return False
