@@ -16,7 +16,7 @@ import torch
 def dino_entry(shortest, longest):
     from transformers import GroundingDinoConfig, GroundingDinoForObjectDetection
     from teacher_lora.teachers import PromptMap
-    from teacher_lora.train import dino_encode
+    from teacher_lora.tasks import dino_encode
     torch.manual_seed(0)
     m = GroundingDinoForObjectDetection(GroundingDinoConfig()).eval()  # grounding-dino-tiny architecture, random weights
     t0 = time.perf_counter()
@@ -32,7 +32,7 @@ def sam_entry(size):
     return dict(emb=emb), time.perf_counter() - t0
 
 def main():
-    from teacher_lora.train import pack_features, fmt_bytes
+    from teacher_lora.cache import pack_features, fmt_bytes
     p = argparse.ArgumentParser()
     p.add_argument('--shortest', type=int, default=800); p.add_argument('--longest', type=int, default=1333)
     p.add_argument('--sam-size', type=int, default=1024); p.add_argument('--images', type=int, default=1000)

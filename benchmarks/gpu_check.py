@@ -51,7 +51,9 @@ from teacher_lora.data import CocoDataset, DinoPreprocess, SamPreprocess, collat
 from teacher_lora.predict import label_images
 from teacher_lora.teachers import DINO_LORA_TARGETS, SAM_LORA_TARGETS, apply_lora, load_dino, load_sam
 from teacher_lora.test_utils import shapes_dataset
-from teacher_lora.train import DinoTask, FeatureCache, SamTask, TrainError, make_accelerator, train_mode, train_step
+from teacher_lora.cache import FeatureCache, TrainError, train_mode
+from teacher_lora.tasks import DinoTask, SamTask
+from teacher_lora.train import make_accelerator, train_step
 
 GOAL_GIB = 12
 CLASSES = ('person', 'car', 'traffic light', 'dog', 'bicycle', 'fire hydrant', 'stop sign', 'potted plant', 'backpack', 'umbrella')

@@ -17,7 +17,8 @@ from teacher_lora.data import CocoDataset, DinoPreprocess, SamPreprocess, make_d
 from teacher_lora.evaluate import predict_coco, score_predictions
 from teacher_lora.pretrained import sam_pretrain_loss, tiny_card
 from teacher_lora.teachers import DINO_LORA_TARGETS, SAM_LORA_TARGETS, apply_lora, dino_inputs, load_dino, load_sam, split_prompts
-from teacher_lora.train import DinoTask, FeatureCache, SamTask, _prompt_labels
+from teacher_lora.cache import FeatureCache
+from teacher_lora.tasks import DinoTask, SamTask, _prompt_labels
 
 MODES = ['zero-shot', 'lora-4', 'lora-8', 'lora-16', 'decoder', 'full']
 LR = dict(lora=1e-3, full=2e-4)  # the usual ~5-10x higher learning rate for adapters than for all weights

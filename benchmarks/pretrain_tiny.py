@@ -20,7 +20,8 @@ from teacher_lora.evaluate import predict_coco, score_predictions
 from teacher_lora.pretrained import PRETRAINED_DIR, TINY_FILES, dino_pretrain_loss, fresh_tiny_dino, load_tiny, sam_pretrain_loss, save_tiny, tiny_card, tiny_dino_config
 from teacher_lora.teachers import build_sam, dino_inputs, split_prompts
 from teacher_lora.test_utils import DOMAINS, shapes_domain
-from teacher_lora.train import DinoTask, FeatureCache, SamTask
+from teacher_lora.cache import FeatureCache
+from teacher_lora.tasks import DinoTask, SamTask
 
 SAM_ARCH = dict(embed_dim=64, depth=4, num_heads=4, global_attn=(3,), img_size=512, window=8,
                 prompt_dim=64, mlp_dim=256, decoder_heads=4, iou_hidden=64)

@@ -18,7 +18,7 @@ from teacher_lora.data import CocoDataset, DinoPreprocess, make_dataloader
 from teacher_lora.pretrained import tiny_card
 from teacher_lora.teachers import PromptMap, dino_inputs
 from teacher_lora.test_utils import shapes_domain
-from teacher_lora.train import coco_box_ap
+from teacher_lora.tasks import coco_box_ap
 
 
 def agnostic_ap50(gt, res):

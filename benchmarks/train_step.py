@@ -43,7 +43,8 @@ def rss_mib(): return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 def task_for(teacher, lora, args):
     "(task, trainable parameters) for `teacher`, with LoRA adapters or fully trainable."
-    from teacher_lora.train import SamTask, DinoTask, FeatureCache, train_mode
+    from teacher_lora.cache import FeatureCache, train_mode
+    from teacher_lora.tasks import SamTask, DinoTask
     from teacher_lora.teachers import apply_lora, SAM_LORA_TARGETS, DINO_LORA_TARGETS
     from teacher_lora.data import DinoPreprocess
     cache = FeatureCache(args.cache)
@@ -109,7 +110,7 @@ def case_prompts(args):
     import torch
     from teacher_lora.teachers import apply_lora, sam_decode, SAM_LORA_TARGETS
     from teacher_lora.losses import sam_loss
-    from teacher_lora.train import train_mode
+    from teacher_lora.cache import train_mode
     m = train_mode(apply_lora(real_sam(args.sam_size), SAM_LORA_TARGETS))
     opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-5)
     g, s = torch.Generator().manual_seed(0), args.sam_size; e = s // 16

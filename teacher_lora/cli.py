@@ -22,7 +22,7 @@ class UsageError(Exception):
 
 def _user_errors()->tuple:
     "Exception classes whose message is meant for the user: ours, from the modules loaded so far (`validate` loads no torch)."
-    mods = {'teacher_lora.config': 'ConfigError', 'teacher_lora.teachers': 'TeacherError', 'teacher_lora.train': 'TrainError',
+    mods = {'teacher_lora.config': 'ConfigError', 'teacher_lora.teachers': 'TeacherError', 'teacher_lora.cache': 'TrainError',
             'teacher_lora.evaluate': 'EvalError', 'teacher_lora.data': 'ImageLoadError'}
     return (UsageError, CocoError) + tuple(getattr(sys.modules[m], n) for m, n in mods.items() if m in sys.modules)
 

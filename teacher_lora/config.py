@@ -66,7 +66,7 @@ def specs()->dict:
 
 # %% ../nbs/20_config.ipynb #6da3a03e
 _OPS = {'<': operator.lt, '<=': operator.le, '>': operator.gt, '>=': operator.ge}
-_SIZE = r'([0-9]*\.?[0-9]+)\s*(%|b|[kmgt]i?b)'  # as `teacher_lora.train.memory_budget` reads it
+_SIZE = r'([0-9]*\.?[0-9]+)\s*(%|b|[kmgt]i?b)'  # as `teacher_lora.cache.memory_budget` reads it
 
 def _fits(v, alt:str)->bool:
     "Does `v` fit one alternative of a spec: `null`, `bool`, `text`, `size`, a bounded `int` or `float` (`0 < float < 1`), `word:K` (K an int >= 1), or a word?"

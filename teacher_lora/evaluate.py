@@ -19,7 +19,8 @@ from pycocotools import mask as mask_utils
 from .coco import CHECKS, load_coco, mask_to_rle, seg_to_rle, validate_coco
 from .data import CocoDataset, DinoPreprocess, make_dataloader, sam_masks_to_original
 from .teachers import TeacherError, load_teacher
-from .train import DinoTask, FeatureCache, SamTask, coco_index, eval_ground_truth
+from .cache import FeatureCache
+from .tasks import DinoTask, SamTask, coco_index, eval_ground_truth
 
 # %% ../nbs/60_evaluate.ipynb #37c4058a
 class EvalError(ValueError):

@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest, torch
 from safetensors.torch import load_file
 from teacher_lora.test_utils import shapes_dataset
-from teacher_lora.train import FeatureCache, TrainError, save_checkpoint, checkpoints, load_checkpoint, read_metrics
+from teacher_lora.cache import FeatureCache, TrainError
+from teacher_lora.train import save_checkpoint, checkpoints, load_checkpoint, read_metrics
 
 BIN = Path(sys.executable).parent
 SETS = ['dino.model=tiny', 'sam.model=tiny', 'preprocess.dino_shortest=96', 'preprocess.dino_longest=128', 'train.epochs=2',
