@@ -166,7 +166,7 @@ DINO_LORA_TARGETS = (r'.*decoder\.layers\.\d+\.(self_attn\.(query|key|value|out_
 SAM_LORA_TARGETS = r'mask_decoder\.transformer\..*(q_proj|k_proj|v_proj|out_proj|lin1|lin2)'
 SAM_LORA_HEADS = r'mask_decoder\.(output_hypernetworks_mlps\.\d+|iou_prediction_head)\.layers\.\d+'  # optional: the output MLPs
 
-# %% ../nbs/30_teachers.ipynb #a02b7ceb
+# %% ../nbs/30_teachers.ipynb #ec2101fe
 _DINO_ENCODER = (r'(text_enhancer_layer\.(self_attn\.(query|key|value|out_proj)|fc1|fc2)'
                  r'|fusion_layer\.attn\.(vision_proj|text_proj|values_vision_proj|values_text_proj|out_vision_proj|out_text_proj)'
                  r'|deformable_layer\.(self_attn\.(sampling_offsets|attention_weights|value_proj|output_proj)|fc1|fc2))')
