@@ -43,10 +43,14 @@ def trained(out, teacher, update):
     "A kill condition: `teacher` has logged optimiser update `update`."
     return lambda err: any(r['teacher'] == teacher and r.get('update', 0) >= update and 'train' in r for r in read_metrics(out))
 
-def test_kill_and_resume_matches_uninterrupted(shapes, tmp_path):
-    "With augmentation and two loader workers (the default `data.workers`): what each image looks like must not depend on the worker."
+SCOPES = {'decoder': ['data.augment=true'],  # augmented images: no feature cache
+          'encoder': ['dino.lora_scope=encoder:1', 'sam.lora_scope=encoder:1', 'train.cache=disk']}  # the partial cache, kept on disk across the kills
+
+@pytest.mark.parametrize('scope', SCOPES)
+def test_kill_and_resume_matches_uninterrupted(shapes, tmp_path, scope):
+    "With two loader workers (the default `data.workers`): what each image looks like must not depend on the worker; with LoRA in the encoders, what the partial cache holds must not depend on the run."
     ann, images = shapes
-    sets = [s for s in SETS if not s.startswith('data.workers=')] + ['data.workers=2', 'data.augment=true']
+    sets = [s for s in SETS if not s.startswith('data.workers=')] + ['data.workers=2', *SCOPES[scope]]
     go = lambda out, *extra: cmd(ann, images, out, *extra, sets=sets)
     ref = tmp_path/'ref'; run(go(ref))
     out = tmp_path/'killed'
@@ -71,6 +75,9 @@ def test_kill_and_resume_matches_uninterrupted(shapes, tmp_path):
     ups = [(x['teacher'], x['update']) for x in read_metrics(out) if 'train' in x]
     assert len(ups) == len(set(ups)) == len([1 for x in read_metrics(ref) if 'train' in x])
     assert 'mIoU' in r.stdout and 'AP50' in r.stdout
+    if scope == 'encoder':  # the resumed run read the entries the killed ones wrote
+        assert all(list((out/'cache'/n).glob('*.safetensors')) for n in ('dino', 'sam'))
+        assert json.loads((out/'sam'/'teacher'/'teacher_card.json').read_text())['lora']['scope'] == 'encoder:1'
 
 def run_or_hang(args, timeout:int, log):
     "Run `args`; past `timeout` seconds kill it and every process under it (torchrun's workers have sessions of their own) and fail."
