@@ -7,7 +7,7 @@ Docs: https://teacher-lora.github.io/teacher_lora/train.html.md"""
 # %% auto #0
 __all__ = ['EXP_ITEMS', 'epoch_batches', 'rng_state', 'set_rng_state', 'trainable_state', 'checkpoints', 'save_checkpoint',
            'load_checkpoint', 'read_metrics', 'RunLog', 'validate', 'train_step', 'fit', 'prepare_output',
-           'make_accelerator', 'make_task', 'write_teacher', 'plot_metrics', 'fetch_weights', 'train']
+           'make_accelerator', 'encoder_depth', 'make_task', 'write_teacher', 'plot_metrics', 'fetch_weights', 'train']
 
 # %% ../nbs/50_train.ipynb #0c6f1e29
 import io, json, math, os, random, shutil, sys, time
@@ -344,22 +344,41 @@ def _cache_args(c, acc, name:str)->dict:
                 per_image=len(split_prompts(c.dataset.names)) if name == 'dino' else 1)
 
 # %% ../nbs/50_train.ipynb #5c8cb061
+def encoder_depth(kind:str, # 'dino' or 'sam'
+                  model:str, # `dino.model` / `sam.model`
+                  where=None)->int: # what `fetch_weights` returned for it (a folder, for a hub id or a path)
+    "Layers in the encoder of base `model` (Grounding DINO's fusion encoder, SAM's ViT), from its config alone: what `lora_scope`'s K counts."
+    from teacher_lora.pretrained import tiny_card
+    if kind == 'sam':
+        if model == 'tiny': return len(tiny_sam().image_encoder.blocks)
+        return tiny_card('sam')['config']['depth'] if model == 'tiny-pretrained' else SAM_CONFIGS[model]['depth']
+    if model == 'tiny': return tiny_dino().config.encoder_layers
+    if model == 'tiny-pretrained': return tiny_card('grounding_dino')['config']['encoder_layers']
+    return int(json.loads((Path(where or model)/'config.json').read_text()).get('encoder_layers', 6))  # transformers' default
+
+def _check_scope(c, names:list, where:dict):
+    "Each teacher's `lora_scope` against its encoder's depth: a K past it is a `ConfigError` before anything is written."
+    for n in names: first_adapted(c[n].lora_scope, encoder_depth(n, c[n].model, where.get(n)), f"{n}.lora_scope")
+
+# %% ../nbs/50_train.ipynb #3fd7f970
 def make_task(name:str, c, acc, exp)->object:
-    "Build teacher `name` ('dino' or 'sam') from the config: base model, LoRA adapters, preprocessing, feature cache."
+    "Build teacher `name` ('dino' or 'sam') from the config: base model, LoRA adapters for `lora_scope`, preprocessing, feature cache."
     from accelerate.utils import set_seed
+    m = c[name]
     if name == 'sam':
-        base = load_sam(c.sam.model, c.sam.checkpoint)
-        targets = f"({SAM_LORA_TARGETS}|{SAM_LORA_HEADS})" if c.sam.lora_heads else SAM_LORA_TARGETS
-        set_seed(c.train.seed); m = apply_lora(base, targets, c.sam.lora_r, c.sam.lora_alpha, c.sam.lora_dropout).to(acc.device)
-        key = fingerprint(weights_fingerprint(base.image_encoder), base.image_encoder.img_size, c.train.mixed_precision)
-        return SamTask(m, FeatureCache(folder=exp/'cache'/name, key=key, **_cache_args(c, acc, name)), multimask=c.sam.multimask,
-                       weights=(c.sam.focal_weight, c.sam.dice_weight, c.sam.iou_weight), max_prompts=c.sam.max_prompts, seed=c.train.seed)
-    base, _ = load_dino(c.dino.model)
-    set_seed(c.train.seed); m = apply_lora(base, DINO_LORA_TARGETS, c.dino.lora_r, c.dino.lora_alpha, c.dino.lora_dropout).to(acc.device)
+        base = load_sam(m.model, m.checkpoint); depth = len(base.image_encoder.blocks)
+        set_seed(c.train.seed); net = apply_lora(base, lora_targets('sam', m.lora_scope, depth, m.lora_heads), m.lora_r, m.lora_alpha, m.lora_dropout).to(acc.device)
+        key = [weights_fingerprint(base.image_encoder), base.image_encoder.img_size, c.train.mixed_precision]
+    else:
+        base, _ = load_dino(m.model); depth = base.config.encoder_layers
+        set_seed(c.train.seed); net = apply_lora(base, lora_targets('dino', m.lora_scope, depth, m.lora_box_head), m.lora_r, m.lora_alpha, m.lora_dropout).to(acc.device)
+        key = [weights_fingerprint(net), c.preprocess.dino_shortest, c.preprocess.dino_longest, c.train.mixed_precision]
+    first = first_adapted(m.lora_scope, depth, f"{name}.lora_scope")
+    if first < depth: key.append(f"input of {'block' if name == 'sam' else 'layer'} {first}")  # the decoder scope keeps its keys
+    cache = FeatureCache(folder=exp/'cache'/name, key=fingerprint(*key), **_cache_args(c, acc, name))
+    if name == 'sam': return SamTask(net, cache, multimask=m.multimask, weights=(m.focal_weight, m.dice_weight, m.iou_weight), max_prompts=m.max_prompts, seed=c.train.seed)
     p = c.preprocess
-    key = fingerprint(weights_fingerprint(m), p.dino_shortest, p.dino_longest, c.train.mixed_precision)
-    return DinoTask(m, FeatureCache(folder=exp/'cache'/name, key=key, **_cache_args(c, acc, name)), c.dataset.names, c.dataset.cat_ids,
-                    DinoPreprocess(p.dino_shortest, p.dino_longest), threshold=c.dino.box_threshold)
+    return DinoTask(net, cache, c.dataset.names, c.dataset.cat_ids, DinoPreprocess(p.dino_shortest, p.dino_longest), threshold=m.box_threshold)
 
 # %% ../nbs/50_train.ipynb #9c421a35
 def write_teacher(task, state:dict, c, folder, acc)->Path:
@@ -374,7 +393,8 @@ def write_teacher(task, state:dict, c, folder, acc)->Path:
         m = c.dino if task.name == 'dino' else c.sam
         base = dino_base(m.model) if task.name == 'dino' else sam_base(m.model, m.checkpoint)
         use = dict(shortest=task.pre.shortest, longest=task.pre.longest, box_threshold=m.box_threshold) if task.name == 'dino' else dict(multimask=m.multimask)
-        card = teacher_card(task.kind, base, c.dataset.names, c.dataset.cat_ids, dict(r=m.lora_r, alpha=m.lora_alpha, dropout=m.lora_dropout),
+        card = teacher_card(task.kind, base, c.dataset.names, c.dataset.cat_ids, dict(r=m.lora_r, alpha=m.lora_alpha, dropout=m.lora_dropout, scope=m.lora_scope)
+                            | (dict(box_head=m.lora_box_head) if task.name == 'dino' else dict(heads=m.lora_heads)),
                             metrics=state.get('best'), history=state['history'], use=use)
         t = folder/'.tmp-teacher'; shutil.rmtree(t, ignore_errors=True)
         save_teacher(task.model, t, card)
@@ -473,7 +493,8 @@ def train(data, # COCO annotation file of the training data
               f"and the teachers: {', '.join(c.dataset.unused[:10])}" + (' ...' if len(c.dataset.unused) > 10 else ''))
     _check_cache(c); prepare_output(exp, c, resume, overwrite)
     if resume: _check_resume(exp, val, acc)
-    with acc.main_process_first(): fetch_weights(c, names)  # downloads or finds the base weights; fails before anything is written
+    with acc.main_process_first(): where = fetch_weights(c, names)  # downloads or finds the base weights; fails before anything is written
+    _check_scope(c, names, where)
     if acc.is_main_process:
         if overwrite: _clear(exp)
         exp.mkdir(parents=True, exist_ok=True)
