@@ -553,9 +553,19 @@ def load_teacher(folder):
     return model.eval(), card
 
 # %% ../nbs/30_teachers.ipynb #f4cc6bd6
+def _untie_adapted(model)->nn.Module:
+    "Give each adapted layer its own base weight where the model ties one weight to several layers (Grounding DINO's box head)."
+    seen = set()
+    for m in model.modules():
+        if hasattr(m, 'base_layer') and hasattr(m, 'lora_A'):
+            w = m.base_layer.weight
+            if id(w) in seen: m.base_layer.weight = nn.Parameter(w.detach().clone(), requires_grad=w.requires_grad)
+            seen.add(id(m.base_layer.weight))
+    return model
+
 def merge_lora(model)->nn.Module:
     "Fold the adapters into the base weights: a plain model, as fast as the original, with the tuned behaviour."
-    return model.merge_and_unload()
+    return _untie_adapted(model).merge_and_unload()
 
 # %% ../nbs/30_teachers.ipynb #701dfd63
 def _one_image_batch(img, **teachers)->dict:

@@ -57,6 +57,17 @@ def test_out_of_range_through_the_cli_writes_nothing(shapes, tmp_path):
     assert not (tmp_path/'exp').exists()
 
 
+@pytest.mark.parametrize('s,key,fix', [('sam.lora_scope=encoder:3', 'sam.lora_scope', 'encoder:1 to encoder:2'),
+                                       ('dino.lora_scope=encoder:2', 'dino.lora_scope', 'encoder:1 to encoder:1'),
+                                       ('sam.lora_scope=encoder:0', 'sam.lora_scope', 'encoder:all')])
+def test_lora_scope_past_the_encoder_writes_nothing(shapes, tmp_path, s, key, fix):
+    "Issue 16: a K larger than the teacher's encoder (tiny: SAM 2 blocks, Grounding DINO 1 layer) is refused before any work."
+    ann, images = shapes
+    rc, err = cli(train_cli, data=str(ann), images=str(images), output=str(tmp_path/'exp'), dino='tiny', sam='tiny', set=[s])
+    refused(rc, err, key, fix)
+    assert not (tmp_path/'exp').exists()
+
+
 # item 20: --set train.mixed_precision=no (YAML reads no as False)
 def test_mixed_precision_no():
     assert generate_config(INFO, sets=['train.mixed_precision=no']).train.mixed_precision == 'no'
