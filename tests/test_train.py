@@ -122,3 +122,14 @@ def test_demo_refuses_and_reports(shapes, tmp_path):
     assert r.returncode == 2 and 'already holds an experiment' in r.stderr and 'Traceback' not in r.stderr
     r = subprocess.run(cmd(ann, images, tmp_path/'x', sets=['train.lr=fast']), capture_output=True, text=True, env=env())
     assert r.returncode == 2 and 'train.lr: expected float' in r.stderr
+
+def test_torchrun_sam_encoder_scope(shapes, tmp_path):
+    "SAM with an adapted encoder block under torchrun: DDP wraps every adapter, and a process whose batch has no objects still reaches the encoder's (else DDP fails or hangs). That two processes train as one is checked above, for the decoder scope."
+    ann, images = shapes
+    ann, val = no_objects_on_rank1(ann, tmp_path)
+    two = tmp_path/'two'
+    run_or_hang([str(BIN/'torchrun'), '--nproc_per_node', '2', '--master_port', '29518', *cmd(ann, images, two, '--val', str(val), '--only', 'sam',
+                 sets=SETS + ['sam.lora_scope=encoder:1', 'train.epochs=1', 'train.batch_size=2'])], 300, tmp_path/'two.log')
+    a = load_file(two/'sam'/'teacher'/'adapter_model.safetensors')
+    assert sum('image_encoder.blocks.1.' in k for k in a) == 8  # qkv, proj, lin1, lin2: A and B
+    assert all(a[k].abs().max() > 0 for k in a if 'image_encoder.blocks.1.' in k and 'lora_B' in k)  # trained
