@@ -171,7 +171,7 @@ _DINO_ENCODER = (r'(text_enhancer_layer\.(self_attn\.(query|key|value|out_proj)|
                  r'|fusion_layer\.attn\.(vision_proj|text_proj|values_vision_proj|values_text_proj|out_vision_proj|out_text_proj)'
                  r'|deformable_layer\.(self_attn\.(sampling_offsets|attention_weights|value_proj|output_proj)|fc1|fc2))')
 _SAM_ENCODER = r'(attn\.(qkv|proj)|mlp\.(lin1|lin2))'
-DINO_LORA_BOX_HEAD = r'(.*\.)?bbox_embed\.\d+\.layers\.\d+'  # optional: the box head, per decoder layer
+DINO_LORA_BOX_HEAD = r'bbox_embed\.\d+\.layers\.\d+'  # optional: the box head that predicts each decoder layer's boxes (not the decoder's tied copy, whose refinement is detached: no gradient)
 
 def first_adapted(scope:str, # 'decoder', 'encoder:K' (the last K encoder layers too) or 'encoder:all'
                   n_layers:int, # layers in the teacher's encoder
@@ -554,13 +554,12 @@ def load_teacher(folder):
 
 # %% ../nbs/30_teachers.ipynb #f4cc6bd6
 def _untie_adapted(model)->nn.Module:
-    "Give each adapted layer its own base weight where the model ties one weight to several layers (Grounding DINO's box head)."
-    seen = set()
+    "Give each adapted layer its own base weight where the model ties that weight to other layers (Grounding DINO's box head)."
+    uses = {}
+    for _, p in model.named_parameters(remove_duplicate=False): uses[id(p)] = uses.get(id(p), 0) + 1
     for m in model.modules():
-        if hasattr(m, 'base_layer') and hasattr(m, 'lora_A'):
-            w = m.base_layer.weight
-            if id(w) in seen: m.base_layer.weight = nn.Parameter(w.detach().clone(), requires_grad=w.requires_grad)
-            seen.add(id(m.base_layer.weight))
+        if hasattr(m, 'base_layer') and hasattr(m, 'lora_A') and uses.get(id(w := m.base_layer.weight), 0) > 1:
+            m.base_layer.weight = nn.Parameter(w.detach().clone(), requires_grad=w.requires_grad)
     return model
 
 def merge_lora(model)->nn.Module:
