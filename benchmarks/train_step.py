@@ -8,11 +8,15 @@
     `--sam-epoch-size` (1024) against the number of box prompts in it, each count in a fresh process: step time
     and peak resident memory above the loaded model. This is what `sam.max_prompts` caps (prompts per step =
     train.batch_size x min(instances, max_prompts)).
+(d) with --scopes sam,dino (only this section): per teacher, full fine-tuning against LoRA on each `lora_scope`
+    (decoder, the box head, the last K encoder layers): trainable parameters, adapter size, epoch time with the
+    partial feature cache (epochs 2-3) against full fine-tuning's, and peak memory, through the library's training path.
 Targets: LoRA peak memory <= 40% of full fine-tuning for each teacher; cached SAM epochs >= 20x and
 cached Grounding DINO epochs >= 2x faster.
 
     python benchmarks/train_step.py [--dino-size 512] [--sam-size 512] [--sam-epoch-size 1024] [--images 4]
     python benchmarks/train_step.py --sweep 1,8,16,32,64
+    python benchmarks/train_step.py --scopes sam,dino [--images 4]
 
 Sizes: full fine-tuning of SAM ViT-B at its native 1024 px does not fit this machine's 24 GB, so (a) runs SAM at
 512 px; (b) runs SAM at 1024 px, the input every Meta checkpoint uses. Grounding DINO runs at 512 px (its default is
@@ -137,6 +141,52 @@ def sweep(a):
     for cap in (16, 32, 64):
         print(f"  sam.max_prompts={cap}, train.batch_size=4: up to {4 * cap} prompts per step, ~{(mem.intercept + mem.slope * 4 * cap) / 1024:.1f} GiB of step memory (fp32)")
 
+SCOPES = dict(sam=['decoder', 'encoder:1', 'encoder:2', 'encoder:4'], dino=['decoder', 'decoder+box', 'encoder:1', 'encoder:2'])
+
+def case_scope(args):
+    "One process: epochs of one teacher through the training path, `args.scope` ('full': every weight, no cache; else LoRA on that scope, memory cache)."
+    import torch
+    from teacher_lora.cache import FeatureCache, train_mode, fingerprint
+    from teacher_lora.tasks import SamTask, DinoTask
+    from teacher_lora.teachers import apply_lora, lora_targets
+    from teacher_lora.data import DinoPreprocess
+    full, scope, box = args.scope == 'full', args.scope.removesuffix('+box'), args.scope.endswith('+box')
+    m = real_sam(args.sam_size) if args.teacher == 'sam' else real_dino()
+    n = len(m.image_encoder.blocks) if args.teacher == 'sam' else m.config.encoder_layers
+    if not full: m = apply_lora(m, lora_targets(args.teacher, scope, n, box))
+    cache = FeatureCache('off' if full else 'memory')
+    t = SamTask(m, cache) if args.teacher == 'sam' else DinoTask(m, cache, ['circle', 'square', 'triangle'], [1, 2, 3], DinoPreprocess(args.dino_size, args.dino_size * 4 // 3))
+    params = [p for p in train_mode(t.net if not full else m).parameters() if p.requires_grad]
+    with tempfile.TemporaryDirectory() as tmp:
+        ds, collate = data(args.images, tmp, args.dino_size, args.sam_size)
+        items = [ds[i] for i in range(len(ds))]
+        batches = [items[i:i + args.batch] for i in range(0, len(items), args.batch)]
+        opt, times = torch.optim.AdamW(params, lr=1e-5), []
+        for e in range(2 if full else 3):  # full: epoch 1 warms up, every epoch costs the same; LoRA: epoch 1 fills the cache
+            t0 = time.perf_counter()
+            for b in batches:
+                b = collate(b)
+                (full_loss(t, args.teacher, b) if full else t.loss(t.net, b, 0, 'cpu')['loss']).backward(); opt.step(); opt.zero_grad(set_to_none=True)
+            times.append(time.perf_counter() - t0)
+    print(json.dumps(dict(epoch1_s=times[0], epoch_s=statistics.mean(times[1:]), peak_mib=rss_mib(), trainable=sum(p.numel() for p in params),
+                          cache_mib=cache.nbytes / 2**20, adapter_mb=0 if full else sum(p.numel() for p in params) * 2 / 1e6)))  # adapters saved in fp16
+
+def scopes(a):
+    "(d) per teacher: full fine-tuning against LoRA on each scope, epochs through the training path, each in a fresh process."
+    print(f"(d) LoRA scopes vs full fine-tuning: {a.images} images, batch {a.batch}; SAM ViT-B at {a.sam_size} px, Grounding DINO at {a.dino_size} px; "
+          "random weights, CPU, fp32; each row a fresh process (peak = its peak resident memory, model included)")
+    print(f"{'teacher':<8}{'scope':<13}{'trainable':>12}{'adapter MB':>11}{'epoch 1 s':>10}{'epoch 2+ s':>11}{'x faster':>9}{'peak MiB':>9}{'of full':>8}{'cache MiB':>10}")
+    head = []
+    for t in a.scopes.split(','):
+        full = None
+        for sc in ['full'] + SCOPES[t]:
+            r = sub(case='scope', teacher=t, scope=sc, images=a.images, batch=a.batch, dino_size=a.dino_size, sam_size=a.sam_size)
+            full = full or r
+            fast, mem = full['epoch_s'] / r['epoch_s'], r['peak_mib'] / full['peak_mib']
+            print(f"{t:<8}{sc:<13}{r['trainable']:>12,}{r['adapter_mb']:>11.2f}{r['epoch1_s']:>10.1f}{r['epoch_s']:>11.1f}{fast:>8.1f}x{r['peak_mib']:>9.0f}{mem:>8.0%}{r['cache_mib']:>10.1f}", flush=True)
+            if sc.startswith('encoder:1'): head.append(f"{t} encoder:1 cached epochs {fast:.1f}x faster than full fine-tuning, peak memory {mem:.0%} of it")
+    print('\ntrain_step --scopes: ' + '; '.join(head))
+
 def sub(**kw):
     a = [sys.executable, __file__] + [f"--{k.replace('_', '-')}={v}" for k, v in kw.items()]
     r = subprocess.run(a, capture_output=True, text=True)
@@ -149,12 +199,15 @@ def main():
     p.add_argument('--dino-size', type=int, default=512); p.add_argument('--sam-size', type=int, default=512)
     p.add_argument('--sam-epoch-size', type=int, default=1024)
     p.add_argument('--prompts', type=int, default=1); p.add_argument('--sweep', default='')
+    p.add_argument('--scope', default='decoder'); p.add_argument('--scopes', default='', help='(d) only: LoRA scopes vs full fine-tuning for these teachers, e.g. sam,dino')
     p.add_argument('--batch', type=int, default=2); p.add_argument('--steps', type=int, default=2); p.add_argument('--images', type=int, default=4)
     a = p.parse_args()
     if a.case == 'step': return case_step(a)
     if a.case == 'epochs': return case_epochs(a)
     if a.case == 'prompts': return case_prompts(a)
+    if a.case == 'scope': return case_scope(a)
     if a.sweep: return sweep(a)
+    if a.scopes: return scopes(a)
     sz = dict(dino_size=a.dino_size, sam_size=a.sam_size, batch=a.batch)
     print(f"real-size teachers, random weights, CPU; Grounding DINO at {a.dino_size} px; batch {a.batch}")
     print(f"\n(a) one optimiser step, full fine-tuning vs LoRA (each in a fresh process); SAM ViT-B at {a.sam_size} px")
