@@ -9,9 +9,9 @@ __all__ = ['MAX_BASE_PARAMETERS', 'DINO_LORA_TARGETS', 'SAM_LORA_TARGETS', 'SAM_
            'SAM_URLS', 'SAM_URL_ENV', 'KNOWN_DINO', 'TeacherError', 'dino_tokenizer', 'PromptMap', 'class_scores',
            'split_prompts', 'tiny_dino', 'fetch_dino', 'load_dino', 'first_adapted', 'lora_targets', 'apply_lora',
            'count_parameters', 'verify_freezing', 'dino_inputs', 'build_sam', 'tiny_sam', 'safe_torch_load',
-           'load_weights', 'sam_url', 'sam_cache_file', 'sam_checkpoint', 'load_sam', 'sam_decode', 'file_sha256',
-           'sam_base', 'dino_base', 'teacher_card', 'save_teacher', 'load_teacher', 'merge_lora', 'dino_detect',
-           'sam_segment', 'GroundedSAM']
+           'load_weights', 'check_weights', 'sam_url', 'sam_cache_file', 'sam_checkpoint', 'load_sam', 'sam_decode',
+           'file_sha256', 'sam_base', 'dino_base', 'teacher_card', 'save_teacher', 'load_teacher', 'merge_lora',
+           'dino_detect', 'sam_segment', 'GroundedSAM']
 
 # %% ../nbs/30_teachers.ipynb #e6232f5a
 import os, pickle, re, sys, warnings
@@ -153,8 +153,9 @@ def load_dino(name_or_path:str, # hub id (e.g. 'IDEA-Research/grounding-dino-tin
     _check_size(lambda: GroundingDinoForObjectDetection(cfg), f"Grounding DINO {name_or_path} ({src}/config.json)")
     if not any(Path(src).glob('*.safetensors')):  # transformers reads these next: refuse a pickle by name first
         for f in sorted(Path(src).glob('pytorch_model*.bin')): safe_torch_load(f, f"Grounding DINO {name_or_path}", state_dict=True)
+    from safetensors import SafetensorError
     try: model = GroundingDinoForObjectDetection.from_pretrained(src)
-    except (OSError, ValueError) as e: raise TeacherError(_dino_error(name_or_path, e)) from None
+    except (OSError, ValueError, SafetensorError) as e: raise TeacherError(_dino_error(name_or_path, e)) from None
     try: tok = AutoTokenizer.from_pretrained(src)
     except (OSError, ValueError): tok = None
     ok = tok is not None and tok.convert_tokens_to_ids(['[CLS]', '[SEP]', '.', '?']) == [101, 102, 1012, 1029]  # the ids the model hard-codes
@@ -309,6 +310,19 @@ def load_weights(model:nn.Module, checkpoint, what:str='model')->nn.Module:
     _check_state_dict(model, sd, f"{checkpoint} ({what})")
     model.load_state_dict(sd)
     return model
+
+def check_weights(path, # a `.safetensors` file, or a file written by `torch.save`
+                  what:str)->Path:
+    "Refuse a damaged or unsafe weight file before a run writes anything: a safetensors header is read, a torch file mapped (`weights_only`), nothing loaded."
+    import zipfile
+    if str(path).endswith('.safetensors'):
+        from safetensors import safe_open
+        try:
+            with safe_open(str(path), 'pt') as f: f.keys()
+        except Exception as e: raise TeacherError(f"{path} ({what}): not a readable safetensors file ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}). "
+                                                  "Fix: download or copy it again") from None
+    else: safe_torch_load(path, what, state_dict=True, mmap=zipfile.is_zipfile(path))  # Meta's checkpoints are zip files: mapped, not read
+    return Path(path)
 
 # %% ../nbs/30_teachers.ipynb #23db69e4
 def _check_state_dict(model, sd, what):

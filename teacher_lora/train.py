@@ -436,9 +436,17 @@ def _teachers(c, only=None)->list:
     return names
 
 # %% ../nbs/50_train.ipynb #96d08ab7
+def _checked(where):
+    "Each weight file of a Grounding DINO folder (or a SAM checkpoint path) checked by `check_weights`: a damaged one fails before anything is written."
+    if where is None or str(where) in ('tiny', 'tiny-pretrained'): return where
+    p = Path(where)
+    fs = [p] if p.is_file() else sorted(p.glob('*.safetensors')) or sorted(p.glob('pytorch_model*.bin'))
+    for f in fs: check_weights(f, 'SAM checkpoint' if p.is_file() else 'Grounding DINO')
+    return where
+
 def fetch_weights(c, names:list)->dict:
-    "The base weights of teachers `names`, got before a run writes anything: SAM's checkpoint (downloaded for `auto`), Grounding DINO in the Hugging Face cache."
-    return {n: fetch_dino(c.dino.model) if n == 'dino' else sam_checkpoint(c.sam.model, c.sam.checkpoint) for n in names}
+    "The base weights of teachers `names`, got and checked before a run writes anything: SAM's checkpoint (downloaded for `auto`), Grounding DINO in the Hugging Face cache."
+    return {n: _checked(fetch_dino(c.dino.model) if n == 'dino' else sam_checkpoint(c.sam.model, c.sam.checkpoint)) for n in names}
 
 # %% ../nbs/50_train.ipynb #7cc806c5
 def _prepare_data(data, val, exp, c, acc)->tuple:

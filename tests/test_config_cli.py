@@ -183,3 +183,16 @@ def test_lock_of_a_killed_run_is_free(tmp_path):
     assert lock.exists() and prepare_output(lock.parent, test_cfg) == lock.parent  # the killed run's lock file is not content
     with output_lock(lock, '--output'): assert lock.exists()
     assert not lock.exists()
+
+
+def test_damaged_weights_refused_before_anything_is_written(shapes, tmp_path):
+    "Issue 15 #23/#27: a damaged SAM checkpoint or Grounding DINO weight file: exit 2 naming the file, and no experiment left behind (a rerun is not refused)."
+    from teacher_lora.teachers import tiny_dino
+    ann, images = shapes
+    (tmp_path/'junk.pth').write_bytes(b'garbage')
+    tiny_dino().save_pretrained(tmp_path/'dino'); (tmp_path/'dino'/'model.safetensors').write_bytes(b'\x00' * 10)
+    for kw, part in ((dict(sam=f"tiny:{tmp_path/'junk.pth'}", set=['dino.model=tiny']), 'junk.pth (SAM checkpoint): refused'),
+                     (dict(dino=str(tmp_path/'dino'), sam='tiny'), 'model.safetensors (Grounding DINO): not a readable safetensors file')):
+        rc, err = cli(train_cli, data=str(ann), images=str(images), output=str(tmp_path/'exp'), **kw)
+        refused(rc, err, part)
+        assert not (tmp_path/'exp').exists()
