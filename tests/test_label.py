@@ -179,3 +179,14 @@ def test_labels_do_not_depend_on_batching(box_teacher, tmp_path):
     assert any(t['score'] is not None for t in th.values()), th
     one, four = label(1), label(4)
     assert one['annotations'] and same(one, four)
+
+
+def test_label_reads_its_earlier_output_once(box_teacher, tmp_path, monkeypatch):
+    "Issue 15 #33: what an earlier run labelled is read once per run (before, once per image: quadratic in the folder's size)."
+    import teacher_lora.predict as P
+    from teacher_lora.evaluate import load_teachers
+    teacher, ann, images = box_teacher
+    calls, done = [], P._done
+    monkeypatch.setattr(P, '_done', lambda *a: calls.append(1) or done(*a))
+    out = P.label_images(load_teachers(teacher, 'cpu'), images, tmp_path/'labels.json', batch_size=2, workers=0, dev='cpu', progress=False)
+    assert len(out['images']) == 8 and len(calls) <= 2, calls  # once to skip what is done, once to gather the parts at the end
