@@ -169,6 +169,7 @@ def summary(res:Results, teacher:str)->list:
     "Per configuration (seeds pooled): label, spec, the per-seed rows, and the shares of the full fine-tuning gain per seed."
     m1, m2 = TEACHERS[teacher][1:]
     rows = [r for r in res.rows if r['teacher'] == teacher and r['threads'] == res.settings['threads'] and not r.get('repro')]
+    if not any(r['mode'] == 'zero-shot' for r in rows) or not any(r['mode'] == 'full' and r['seed'] == 0 for r in rows): return []  # not run yet
     zero = next(r for r in rows if r['mode'] == 'zero-shot')['metrics']
     full = best_full(res, teacher)
     fm = {m: sum(r['metrics'][m] for r in full) / len(full) for m in (m1, m2)}
