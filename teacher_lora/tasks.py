@@ -48,10 +48,13 @@ def dino_encode(model, pixel_values, # (1, 3, h, w): one image at its input size
                 queries=q[0], reference=cap['reference_points'][0], enc_logits=enc_logits[0])
 
 # %% ../nbs/48_tasks.ipynb #2ed249ac
+def _first_adapted_in(layers)->int:
+    "Index of the first of `layers` holding LoRA adapters; `len(layers)` when none does."
+    return next((i for i, l in enumerate(layers) if any('lora_' in n for n, _ in l.named_parameters())), len(layers))
+
 def dino_cut(model)->int:
     "Index of the first fusion-encoder layer holding LoRA adapters; the layer count when the whole encoder is frozen."
-    layers = _dino_parts(model)[1].encoder.layers
-    return next((i for i, l in enumerate(layers) if any('lora_' in n for n, _ in l.named_parameters())), len(layers))
+    return _first_adapted_in(_dino_parts(model)[1].encoder.layers)
 
 _AT = ('vision_features', 'vision_position_embedding', 'reference_points', 'text_features', 'text_attention_mask',
        'text_self_attention_masks', 'text_position_ids')  # an encoder layer's inputs that differ per image and prompt
@@ -147,8 +150,7 @@ def _subset(batch, idx:list, dev='cpu')->dict:
 
 def sam_first_adapted(sam)->int:
     "Index of the first image-encoder block holding LoRA adapters; the block count when the whole encoder is frozen."
-    blocks = sam.image_encoder.blocks
-    return next((i for i, b in enumerate(blocks) if any('lora_' in n for n, _ in b.named_parameters())), len(blocks))
+    return _first_adapted_in(sam.image_encoder.blocks)
 
 # %% ../nbs/48_tasks.ipynb #1f4e3c2e
 def sam_encode_frozen(sam, pixels, first:int):
