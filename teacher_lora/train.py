@@ -51,8 +51,12 @@ def set_rng_state(s:dict):
 
 # %% ../nbs/50_train.ipynb #03564ff5
 def trainable_state(net:nn.Module)->dict:
-    "The trainable parameters of `net` by name (the adapters), detached on the CPU."
-    return {n: p.detach().cpu().contiguous() for n, p in net.named_parameters() if p.requires_grad}
+    "The trainable parameters of `net` by name (the adapters), and the buffers of the modules owning them (a trained batch norm's statistics), detached on the CPU."
+    out = {n: p.detach().cpu().contiguous() for n, p in net.named_parameters() if p.requires_grad}
+    for mn, m in net.named_modules():
+        if any(p.requires_grad for p in m.parameters(recurse=False)):
+            out |= {f"{mn}.{n}" if mn else n: b.detach().cpu().contiguous() for n, b in m.named_buffers(recurse=False) if n not in m._non_persistent_buffers_set}
+    return out
 
 def _fault(point:str):
     "Fault injection for the kill tests: with TEACHER_LORA_FAULT=point, say so on stderr and stall."
@@ -304,7 +308,7 @@ def prepare_output(out, c, resume:bool=False, overwrite:bool=False)->Path:
         if not resume: raise TrainError(f"{out} already holds an experiment ({cfg}). Fix: --resume to continue it, --overwrite to replace it, or another --output")
         old, new = obj2dict(load_config(cfg)), obj2dict(c)
         diff = [f"{s}.{k}" for s in new if isinstance(new[s], dict) for k in new[s]
-                if (s, k) not in (('train', 'epochs'), ('data', 'workers'), ('dataset', 'source')) and old.get(s, {}).get(k) != new[s][k]]
+                if (s, k) not in (('train', 'epochs'), ('data', 'workers'), ('dataset', 'source')) and s in old and old[s].get(k) != new[s][k]]  # a section newer than the saved config is no difference
         if diff: raise TrainError(f"{out} holds a different experiment: {', '.join(diff[:6])} differ. Fix: the same arguments to --resume, or another --output")
         return out
     if resume: raise TrainError(f"--resume: {out} holds no experiment (no config.yaml)")
@@ -506,7 +510,7 @@ def train(data, # COCO annotation file of the training data
     if acc.is_main_process:
         if overwrite: _clear(exp)
         exp.mkdir(parents=True, exist_ok=True)
-        if not resume: save_config(c, exp/'config.yaml', run_metadata(data, argv) | _run_shape(val, acc))
+        if not resume: save_config(c, exp/'config.yaml', run_metadata(data, argv) | _run_shape(val, acc) | dict(images=os.path.abspath(images)))
     tr, va = _prepare_data(data, val, exp, c, acc); _check_val(tr, va)
     log, out, aug = RunLog(exp, acc.is_main_process), {}, default_augment() if c.data.augment else None
     for n in names:
