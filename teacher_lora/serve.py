@@ -142,7 +142,7 @@ class BodyLimit:
     def _error(self, n=None):
         from fastapi import HTTPException
         return HTTPException(413, f"the request body{f' ({n:,} bytes)' if n else ''} is over this server's upload limit of {self.max_bytes:,} bytes. "
-                                  "Fix: send a smaller image, or start the server with a larger --max_upload_mb")
+                                  "Fix: send a smaller image, or start the server with a larger --max-upload-mb")
     async def __call__(self, scope, receive, send):
         if scope['type'] != 'http': return await self.app(scope, receive, send)
         from starlette.responses import JSONResponse
@@ -239,7 +239,7 @@ def serve_cli(exp:str=None, # experiment folder (teacher-lora-train --output) or
     def main():
         if not exp: raise UsageError("--exp is required: the --output folder of teacher-lora-train (or a teacher folder)")
         if batch_size < 1 or max_wait_ms < 0 or max_upload_mb <= 0 or max_pixels < 1:
-            raise UsageError("--batch_size and --max_pixels are at least 1, --max_upload_mb above 0, --max_wait_ms at least 0")
+            raise UsageError("--batch-size and --max-pixels are at least 1, --max-upload-mb above 0, --max-wait-ms at least 0")
         try: import fastapi, multipart, uvicorn
         except ImportError as e: raise UsageError(f"serving needs the serve extra ({e}). Fix: pip install \"teacher_lora[serve]\"") from None
         load_student = _student_loader() if student else None
