@@ -1,0 +1,158 @@
+"The HTTP server as clients use it: every endpoint, every refused request (then a good one), results equal to `label_images`, the console script."
+import io, json, os, socket, struct, subprocess, sys, threading, time, zlib
+from pathlib import Path
+import httpx, pytest
+from PIL import Image
+from fastapi.testclient import TestClient
+from teacher_lora.evaluate import load_teachers
+from teacher_lora.predict import label_images
+from teacher_lora.serve import Teachers, make_app
+from teacher_lora.test_utils import shapes_domain
+
+BIN = Path(sys.executable).parent
+SETS = ['preprocess.dino_shortest=128', 'preprocess.dino_longest=192', 'data.workers=0', 'data.val_fraction=.25', 'train.batch_size=2']
+
+@pytest.fixture(scope='module')
+def exp(tmp_path_factory):
+    "A one-epoch experiment of the shipped tiny pretrained teachers on four images (about 20 s)."
+    from teacher_lora.train import train
+    d = tmp_path_factory.mktemp('serve')
+    data = shapes_domain(d/'shapes', 4, 'target', seed=0)
+    train(data, data.parent/'images', d/'exp', dino='tiny-pretrained', sam='tiny-pretrained', epochs=1, sets=SETS)
+    return d/'exp', data.parent/'images'
+
+@pytest.fixture(scope='module')
+def served(exp):
+    ts = load_teachers(exp[0])
+    with TestClient(make_app(dict(teachers=Teachers(ts)), max_upload_mb=1, max_pixels=4_000_000)) as c: yield c, ts
+
+def png(im)->bytes: b = io.BytesIO(); im.save(b, 'PNG'); return b.getvalue()
+
+def huge_png(w, h)->bytes:
+    "A tiny PNG whose header claims w x h pixels."
+    b = bytearray(png(Image.new('L', (1, 1)))); ihdr = struct.pack('>II', w, h) + bytes(b[24:29])
+    b[16:29] = ihdr; b[29:33] = struct.pack('>I', zlib.crc32(b'IHDR' + ihdr)); return bytes(b)
+
+def post(c, data:bytes, name='a.png', **params): return c.post('/predict', params=params, files=dict(file=(name, data)))
+def strip(anns): return [{k: v for k, v in a.items() if k != 'category_name'} for a in anns]
+
+def test_endpoints(served, exp):
+    c, ts = served
+    assert c.get('/health').json() == dict(status='ok', models=['teachers'])
+    info = c.get('/info').json()
+    assert [x['name'] for x in info['classes']] == ts['dino'].names and [x['id'] for x in info['classes']] == ts['dino'].cat_ids
+    m = info['models']['teachers']
+    assert m['masks'] and set(m['teachers']) == {'dino', 'sam'} and m['thresholds'] == {n: .3 for n in ts['dino'].names}
+    assert {'teacher_lora', 'torch', 'transformers', 'fastapi'} <= set(info['versions'])
+    assert info['limits'] == dict(max_upload_mb=1, max_pixels=4_000_000, max_batch=8, max_wait_ms=5.)
+    page = c.get('/')
+    assert page.status_code == 200 and page.headers['content-type'].startswith('text/html') and 'id="threshold"' in page.text
+    assert c.get('/docs').status_code == 200 and '/predict' in c.get('/openapi.json').json()['paths']
+    r = post(c, (exp[1]/'00001.png').read_bytes())
+    assert r.status_code == 200
+    j = r.json()
+    w, h = Image.open(exp[1]/'00001.png').size
+    assert (j['width'], j['height'], j['model']) == (w, h, 'teachers') and j['thresholds'] == m['thresholds']
+    names = {x['id']: x['name'] for x in info['classes']}
+    assert all(a['category_name'] == names[a['category_id']] and a['score'] >= .3 and a['segmentation']['size'] == [h, w] for a in j['annotations'])
+    only = post(c, (exp[1]/'00001.png').read_bytes(), threshold=.05, classes='circle').json()
+    assert only['annotations'] and {a['category_name'] for a in only['annotations']} == {'circle'} and only['thresholds'] == {'circle': .05}
+
+def chunks(n):  # a body without Content-Length: counted as it streams in
+    for _ in range(n): yield bytes(2**16)
+
+BAD = {  # name -> (request keyword arguments, expected status, a word of the message)
+    'not an image': (dict(files=dict(file=('x.png', b'GIF89a? no, just text'))), 415, 'not an image'),
+    'empty file': (dict(files=dict(file=('x.png', b''))), 415, 'not an image'),
+    'truncated': (dict(files=dict(file=('x.png', 'TRUNC'))), 400, 'truncated'),
+    'bomb, over Pillow\'s own limit': (dict(files=dict(file=('x.png', huge_png(40_000, 40_000)))), 413, 'too large'),
+    'bomb, over the server\'s limit': (dict(files=dict(file=('x.png', huge_png(3000, 3000)))), 413, '4,000,000 pixels'),
+    'over the upload limit': (dict(files=dict(file=('x.png', bytes(2 * 2**20)))), 413, 'upload limit'),
+    'streamed over the upload limit': (dict(content=chunks(40), headers={'content-type': 'multipart/form-data; boundary=x'}), 413, 'upload limit'),
+    'no file': (dict(data=dict(other='1')), 422, 'file'),
+    'unknown model': (dict(files=dict(file=('x.png', 'GOOD')), params=dict(model='student')), 422, 'unknown model'),
+    'unknown class': (dict(files=dict(file=('x.png', 'GOOD')), params=dict(classes='circle,unicorn')), 422, 'unicorn'),
+    'threshold above 1': (dict(files=dict(file=('x.png', 'GOOD')), params=dict(threshold=1.01)), 422, 'threshold'),
+    'threshold below 0': (dict(files=dict(file=('x.png', 'GOOD')), params=dict(threshold=-.1)), 422, 'threshold'),
+    'threshold nan': (dict(files=dict(file=('x.png', 'GOOD')), params=dict(threshold='nan')), 422, 'threshold'),
+    'threshold not a number': (dict(files=dict(file=('x.png', 'GOOD')), params=dict(threshold='high')), 422, 'threshold'),
+}
+
+@pytest.mark.parametrize('case', list(BAD))
+def test_bad_request_then_good(served, exp, case):
+    "Each bad request gets its 4xx and a JSON message; the next good request is answered."
+    c, _ = served
+    good = (exp[1]/'00002.png').read_bytes()
+    kw, status, word = BAD[case]
+    if 'files' in kw:
+        f = kw['files']['file']
+        kw = dict(kw, files=dict(file=(f[0], good if f[1] == 'GOOD' else good[:len(good) // 3] if f[1] == 'TRUNC' else f[1])))
+    r = c.post('/predict', **kw)
+    assert r.status_code == status, (r.status_code, r.text)
+    detail = r.json()['detail']
+    assert word in (detail if isinstance(detail, str) else json.dumps(detail)), detail
+    ok = post(c, good)
+    assert ok.status_code == 200 and ok.json()['width'] == 288
+
+def test_results_equal_label_images(served, exp, tmp_path):
+    "For each image, /predict gives the annotations `label_images` writes for the file: at the default thresholds and at one given."
+    c, ts = served
+    files = sorted(exp[1].iterdir())
+    for th in (None, .05):
+        lab = label_images(ts, exp[1], tmp_path/f'labels-{th}.json', batch_size=1, workers=0, progress=False,
+                           thresholds=None if th is None else {n: th for n in ts['dino'].names})
+        by_name = {i['file_name']: [{k: v for k, v in a.items() if k not in ('id', 'image_id')} for a in lab['annotations'] if a['image_id'] == i['id']]
+                   for i in lab['images']}
+        got = {f.name: strip(post(c, f.read_bytes(), f.name, **({} if th is None else dict(threshold=th))).json()['annotations']) for f in files}
+        assert got == by_name
+    assert sum(len(v) for v in got.values()) > 10
+
+def test_concurrent_requests_share_model_calls(served, exp):
+    "Requests sent together are batched (fewer model calls than requests) and each gets its own image's result."
+    c, _ = served
+    f = exp[1]/'00001.png'; data = f.read_bytes()
+    alone = strip(post(c, data, threshold=.05).json()['annotations'])
+    def batches(): return {int(k): v for k, v in c.get('/info').json()['batches']['teachers'].items()}  # size -> how many ran
+    b0 = batches(); images0, calls0 = sum(k * v for k, v in b0.items()), sum(b0.values())
+    out = [None] * 8
+    def one(i): out[i] = post(c, data, threshold=.05)
+    ts = [threading.Thread(target=one, args=(i,)) for i in range(8)]
+    for t in ts: t.start()
+    for t in ts: t.join()
+    b = batches()
+    assert sum(k * v for k, v in b.items()) - images0 == 8 and sum(b.values()) - calls0 < 8, b
+    for r in out:
+        assert r.status_code == 200
+        got = strip(r.json()['annotations'])
+        assert [a['category_id'] for a in got] == [a['category_id'] for a in alone]
+        assert all(abs(a['score'] - b['score']) < 1e-4 for a, b in zip(got, alone))
+
+def free_port()->int:
+    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+
+def serve_script(tmp_path)->Path:
+    "The installed `teacher-lora-serve`, or, where the package was installed before it existed, the same wrapper pip writes."
+    if (BIN/'teacher-lora-serve').exists(): return BIN/'teacher-lora-serve'
+    p = tmp_path/'teacher-lora-serve'
+    p.write_text(f"#!{sys.executable}\nimport sys\nfrom teacher_lora.serve import serve_cli\nif __name__ == '__main__': sys.exit(serve_cli())\n"); p.chmod(0o755)
+    return p
+
+def test_console_script_answers_health(exp, tmp_path):
+    "`teacher-lora-serve` as a subprocess on a free port: /health answers; --help and a missing --exp exit as documented."
+    script, port = serve_script(tmp_path), free_port()
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONWARNINGS': 'ignore'}
+    r = subprocess.run([str(script)], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 2 and '--exp is required' in r.stderr
+    p = subprocess.Popen([str(script), '--exp', str(exp[0]), '--port', str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        for _ in range(240):
+            try: h = httpx.get(f'http://127.0.0.1:{port}/health', timeout=1); break
+            except httpx.TransportError:
+                assert p.poll() is None, p.communicate()
+                time.sleep(.5)
+        assert h.json() == dict(status='ok', models=['teachers'])
+        r = httpx.post(f'http://127.0.0.1:{port}/predict', files=dict(file=('x.png', b'nope')), timeout=60)
+        assert r.status_code == 415 and 'not an image' in r.json()['detail']
+    finally:
+        p.terminate(); out, err = p.communicate(timeout=60)
+    assert f'on http://127.0.0.1:{port}' in out and 'Traceback' not in err, err[-2000:]
