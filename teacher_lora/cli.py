@@ -376,6 +376,9 @@ def _demo_distill(device=None)->dict:
         run = f"import sys; from teacher_lora.cli import train_cli; sys.exit(train_cli(demo=True, device={device!r}))"
         if subprocess.run([sys.executable, '-c', run]).returncode: raise UsageError("the train demo failed (its messages are above)")
     if not (DEMO_UNLABELLED/'images').is_dir(): shapes_domain(DEMO_UNLABELLED, 300, 'target', seed=1)  # images only are used: their labels stay unread
+    _say(f"distillation demo: the train demo's teachers ({exp}) label {len(list((DEMO_UNLABELLED/'images').iterdir()))} unlabelled images of the same target domain "
+         f"({DEMO_UNLABELLED/'images'}); a small student learns from their labels and the {len(load_coco(sp/'train.json')['images'])} training images, "
+         "the validation split picks its epoch, the test split scores teachers and student side by side, and the student is exported to ONNX")
     return dict(exp=exp, images=DEMO_UNLABELLED/'images', train=sp/'train.json', val=sp/'val.json', test=sp/'test.json', train_images=DEMO_DATA.parent/'images')
 
 # %% ../nbs/80_cli.ipynb #e72e5285
