@@ -49,7 +49,7 @@ def student(name, exp, files:dict, roots:dict, demo:Path, work:Path, updates:int
     n = sum(len(json.loads(Path(f).read_text())['images']) for f in files.values())
     epochs = max(1, round(updates / (n // 8)))
     c, ti = _student_setup(exp, sp/'train.json', sp/'val.json', demo/'images', None,
-                           ['student.weights=random', f'student.epochs={epochs}', 'data.workers=0', f'train.seed={seed}'])
+                           ['student.weights=random', f'student.epochs={epochs}', 'data.workers=0', 'checkpoint.patience=0', f'train.seed={seed}'])
     out = work/'students'/name
     if (out/'student'/'student_card.json').exists(): print(f"{name}: done before ({out})"); return dict(folder=out/'student', epochs=epochs, n=n)
     out.mkdir(parents=True, exist_ok=True); save_config(c, out/'config.yaml')

@@ -364,10 +364,10 @@ def _train_images(exp, given=None)->Path:
 
 # %% ../nbs/80_cli.ipynb #13e23002
 DEMO_UNLABELLED = Path('teacher_lora_demo/unlabelled')
-DEMO_DISTILL_SETS = ['student.epochs=8', 'student.weights=random', 'data.workers=0']
+DEMO_DISTILL_SETS = ['student.epochs=6', 'student.weights=random', 'data.workers=0', 'checkpoint.patience=0']  # ~200 updates: a few minutes on 2 CPU cores
 
 def _demo_distill(device=None)->dict:
-    "The distillation demo's inputs: the train demo's experiment (trained first if missing), and 300 unlabelled images of the same target domain."
+    "The distillation demo's inputs: the train demo's experiment (trained first if missing), and 200 unlabelled images of the same target domain."
     from teacher_lora.test_utils import shapes_domain
     exp, sp = Path('teacher_lora_demo/exp'), DEMO_DATA.parent/'splits'
     if not (exp/'dino'/'teacher'/'teacher_card.json').is_file():
@@ -375,7 +375,7 @@ def _demo_distill(device=None)->dict:
         import subprocess
         run = f"import sys; from teacher_lora.cli import train_cli; sys.exit(train_cli(demo=True, device={device!r}))"
         if subprocess.run([sys.executable, '-c', run]).returncode: raise UsageError("the train demo failed (its messages are above)")
-    if not (DEMO_UNLABELLED/'images').is_dir(): shapes_domain(DEMO_UNLABELLED, 300, 'target', seed=1)  # images only are used: their labels stay unread
+    if not (DEMO_UNLABELLED/'images').is_dir(): shapes_domain(DEMO_UNLABELLED, 200, 'target', seed=1)  # images only are used: their labels stay unread
     _say(f"distillation demo: the train demo's teachers ({exp}) label {len(list((DEMO_UNLABELLED/'images').iterdir()))} unlabelled images of the same target domain "
          f"({DEMO_UNLABELLED/'images'}); a small student learns from their labels and the {len(load_coco(sp/'train.json')['images'])} training images, "
          "the validation split picks its epoch, the test split scores teachers and student side by side, and the student is exported to ONNX")
