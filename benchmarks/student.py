@@ -40,8 +40,8 @@ def subset(labels:Path, n:int, out:Path)->Path:
     d['images'] = [i for i in d['images'] if i['id'] in keep]; d['annotations'] = [x for x in d['annotations'] if x['image_id'] in keep]
     out.write_text(json.dumps(d)); return out
 
-def student(name, exp, files:dict, roots:dict, demo:Path, work:Path, updates:int, seed:int=0)->dict:
-    "Train one student for about `updates` optimiser updates on `files`; its folder and validation record."
+def student(name, exp, files:dict, roots:dict, demo:Path, work:Path, updates:int, seed:int=0, workers:int=2)->dict:
+    "Train one student for about `updates` optimiser updates on `files` (loader `workers` change nothing but the speed); its folder and validation record."
     from teacher_lora.student import _student_run, _student_setup
     from teacher_lora.train import make_accelerator
     from teacher_lora.config import save_config
@@ -49,7 +49,7 @@ def student(name, exp, files:dict, roots:dict, demo:Path, work:Path, updates:int
     n = sum(len(json.loads(Path(f).read_text())['images']) for f in files.values())
     epochs = max(1, round(updates / (n // 8)))
     c, ti = _student_setup(exp, sp/'train.json', sp/'val.json', demo/'images', None,
-                           ['student.weights=random', f'student.epochs={epochs}', 'data.workers=0', 'checkpoint.patience=0', f'train.seed={seed}'])
+                           ['student.weights=random', f'student.epochs={epochs}', f'data.workers={workers}', 'checkpoint.patience=0', f'train.seed={seed}'])
     out = work/'students'/name
     if (out/'student'/'student_card.json').exists(): print(f"{name}: done before ({out})"); return dict(folder=out/'student', epochs=epochs, n=n)
     out.mkdir(parents=True, exist_ok=True); save_config(c, out/'config.yaml')
