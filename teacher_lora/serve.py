@@ -173,14 +173,17 @@ async def _collect(self:Batcher)->list:
 
 @patch
 async def _run(self:Batcher):
-    "Forever: once a worker is free, collect a batch and start it on a free replica in a worker thread."
+    "Forever: once a worker is free, collect a batch; split it between the workers that are free; start each part on a free replica in a worker thread."
     loop, slots = asyncio.get_running_loop(), asyncio.Semaphore(self.workers)
     while True:
         await slots.acquire()
         if not (jobs := await self._collect()): slots.release(); continue
-        self.sizes[len(jobs)] += 1
-        t = loop.create_task(self._call(jobs)); self.running.add(t)
-        t.add_done_callback(lambda t: (self.running.discard(t), slots.release()))
+        k = 1
+        while k < len(jobs) and not slots.locked(): await slots.acquire(); k += 1  # free now: no wait
+        for part in (jobs[len(jobs) * j // k:len(jobs) * (j + 1) // k] for j in range(k)):
+            self.sizes[len(part)] += 1
+            t = loop.create_task(self._call(part)); self.running.add(t)
+            t.add_done_callback(lambda t: (self.running.discard(t), slots.release()))
 
 # %% ../nbs/82_serve.ipynb #a967a8b4
 @patch
