@@ -129,9 +129,9 @@ def predict(self:StudentModel, images:list, # PIL RGB images
            )->list:
     "Per image, `Student.predict`'s annotations; images of one size go through the student together, at the lowest threshold any of them asks for."
     ths, out = thresholds or [self.thresholds] * len(images), [None] * len(images)
-    for idx in _size_groups(images):
+    for idx in _size_groups(images):  # as arrays (RGB, writable: torch takes them as they are)
         low = min((v for i in idx for v in ths[i].values() if v is not None), default=math.inf)
-        for i, anns in zip(idx, self.st.predict([images[i] for i in idx], low)): out[i] = anns
+        for i, anns in zip(idx, self.st.predict([np.array(images[i]) for i in idx], low)): out[i] = anns
     return out
 
 # %% ../nbs/82_serve.ipynb #8a91b899
