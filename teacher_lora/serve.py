@@ -267,7 +267,7 @@ def make_app(models:dict, # name -> served model (`Teachers`, `StudentModel`): `
     @asynccontextmanager
     async def lifespan(app):
         yield
-        for b in app.state.batchers.values(): b.close()  # waiting requests are answered; a stopping server waits for no batch
+        for b in app.state.batchers.values(): b.close()  # after uvicorn's graceful wait: requests still queued get an error, not a hang
     app = FastAPI(title='teacher_lora', version=teacher_lora.__version__, lifespan=lifespan, description="Boxes and masks from the tuned teachers (or a student), as COCO annotations.")
     ex = _model_threads(workers)  # shared: at most `workers` model calls at once, whichever model
     app.state.models, app.state.batchers = models, {n: Batcher(m, max_batch, max_wait_ms / 1e3, workers, ex) for n, m in models.items()}
