@@ -103,12 +103,16 @@ def main():
             f'student, GT + {a.unlabelled} pseudo': dict(train=sp/'train.json', pseudo=labels)}
     roots = dict(train=demo/'images', pseudo=unl)
     rows = [dict(model='teachers: tuned tiny Grounding DINO → SAM', ap50=ev['dino']['AP50'], ap=ev['dino']['AP'], mask_ap50=ev['grounded']['AP50'], mask_ap=ev['grounded']['AP'])]
+    from teacher_lora.train import TrainError
     for i, (name, files) in enumerate(runs.items()):
-        r = student(f"s{i}", exp, files, {k: roots[k] for k in files}, demo, work, a.updates)
+        try: r = student(f"s{i}", exp, files, {k: roots[k] for k in files}, demo, work, a.updates)
+        except TrainError as e:  # e.g. the loss turned NaN: the row says so
+            print(f"{name}: {e}", flush=True); rows.append(dict(model=name + ' (diverged: ' + str(e).split('. Training')[0] + ')', ap50=float('nan'), ap=None, mask_ap50=None, mask_ap=None)); continue
         st = load_student(r['folder'], 'cpu'); s = score_student(st, test, demo/'images')
         rows.append(dict(model=name, ap50=s['ap50'], ap=s['ap'], mask_ap50=s.get('mask_ap50'), mask_ap=s.get('mask_ap'), images=r['n'], epochs=r['epochs']))
     # speed, batch 1, this CPU
-    best = load_student(work/'students'/'s2'/'student', 'cpu')
+    done = [f for f in sorted((work/'students').glob('s*/student')) if (f/'student_card.json').exists()]
+    best = load_student(done[-1], 'cpu'); print(f"speed: the student of {done[-1].parent.name}", flush=True)
     onnx = export_onnx(best, work/'student.onnx'); w = check_onnx(best, onnx, test_files[:8])
     ox = OnnxStudent(onnx)
     ips_onnx = images_per_second(lambda fs: [ox.predict(f) for f in fs], test_files, 1, 24)
