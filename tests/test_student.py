@@ -96,3 +96,18 @@ def test_distill_refuses_bad_input(exp, tmp_path):
     args = distill(d, unl, tmp_path/'o2'); args[args.index('--train') + 1] = tmp_path/'other.json'
     r = run(args, code=2)
     assert "do not hold the teachers' classes" in r.stderr, r.stderr
+
+def test_torchrun_two_processes(exp, tmp_path):
+    "Under torchrun with 2 processes: the images are labelled once (shared), the student trains with DDP, and the run ends (no hang)."
+    import psutil
+    d, unl = exp
+    args = [str(a) for a in [BIN/'torchrun', '--nproc_per_node', '2', '--master_port', '29531', *distill(d, unl, tmp_path/'two')]]
+    with open(tmp_path/'two.log', 'w') as f: p = subprocess.Popen(args, stdout=f, stderr=subprocess.STDOUT, env=env())
+    try: p.wait(timeout=600)
+    except subprocess.TimeoutExpired:
+        for q in [*psutil.Process(p.pid).children(recursive=True), p]: q.kill()
+        p.wait(); raise AssertionError("hung: no end after 600 s") from None
+    log = (tmp_path/'two.log').read_text()
+    assert p.returncode == 0 and 'Traceback' not in log, log[-3000:]
+    assert len(load_coco(tmp_path/'two'/'pseudo'/'labels.json')['images']) == 12 and (tmp_path/'two'/'student'/'model.safetensors').exists()
+    assert log.count('student: validation box AP50') == 1  # said once, by the main process
