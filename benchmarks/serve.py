@@ -88,8 +88,8 @@ def main():
         else: exp, image = demo_experiment(keep or Path(tmp))
         if a.image: image = Path(a.image)
         runs = [serve_and_load(exp, image, w, a) for w in a.workers]
-    from PIL import Image
-    w, h = Image.open(image).size
+        from PIL import Image
+        w, h = Image.open(image).size  # before the temporary folder (and the image in it) is gone
     lines = [f"teacher-lora-serve: {a.n} requests of one {w}x{h} demo image per concurrency; teachers: tiny-pretrained Grounding DINO + SAM "
              f"(demo preprocessing), {os.cpu_count()} CPUs visible, server OMP_NUM_THREADS {a.threads} (shared by its workers), batch_size {a.batch_size}, max_wait_ms {a.max_wait_ms:g}",
              f"{'workers':>7} {'concurrency':>11} {'requests/s':>11} {'p50 ms':>8} {'p95 ms':>8} {'ok':>5} {'failed':>7}"]
