@@ -10,7 +10,7 @@ __all__ = ['BACKBONE_URL', 'STUDENT_ARCHS', 'backbone_weights', 'make_student', 
            'write_student', 'images_per_second', 'teacher_pipeline', 'score_student', 'Scorecard', 'scorecard',
            'distill', 'export_onnx', 'check_onnx', 'export_merged']
 
-# %% ../nbs/78_student.ipynb #8e101876
+# %% ../nbs/78_student.ipynb #1183f210
 import json, math, os, shutil, socket, time, warnings
 from pathlib import Path
 import numpy as np, torch, torch.nn as nn
@@ -26,7 +26,7 @@ from .train import TrainError, RunLog, fit, make_accelerator, prepare_output, _c
 from .evaluate import check_ground_truth, coco_eval, summarize, load_teachers, predict_coco, score_predictions, _device, _state
 from .predict import label_images, _label_batch, _class_thresholds, ImageFolder, find_images
 
-# %% ../nbs/78_student.ipynb #c5699e57
+# %% ../nbs/78_student.ipynb #294dd148
 BACKBONE_URL = 'https://download.pytorch.org/models/mobilenet_v3_large-8738ca79.pth'  # torchvision's MobileNet_V3_Large_Weights.IMAGENET1K_V1
 
 def backbone_weights(weights:str='DEFAULT', # DEFAULT: ImageNet weights (the hub cache, else downloaded once); random: none
@@ -45,7 +45,7 @@ def backbone_weights(weights:str='DEFAULT', # DEFAULT: ImageNet weights (the hub
     sd = safe_torch_load(path, 'MobileNetV3 ImageNet weights', state_dict=True)
     say(f"student backbone: ImageNet weights ({path})"); return sd
 
-# %% ../nbs/78_student.ipynb #c20fe8a2
+# %% ../nbs/78_student.ipynb #66ca5946
 def _fpn_backbone(sd:dict=None, channels:int=64):
     "MobileNetV3-Large with a `channels`-wide FPN on its last two stages (strides 16 and 32) and a max-pool level; ImageNet weights `sd` (frozen norms, first stages frozen) or random."
     from torchvision.models.detection.backbone_utils import BackboneWithFPN
@@ -62,7 +62,7 @@ def _fpn_backbone(sd:dict=None, channels:int=64):
     ret = stages[-2:]
     return BackboneWithFPN(f, {str(k): str(v) for v, k in enumerate(ret)}, [f[k].out_channels for k in ret], channels, extra_blocks=LastLevelMaxPool())
 
-# %% ../nbs/78_student.ipynb #fc155800
+# %% ../nbs/78_student.ipynb #709f5f82
 def make_student(n_classes:int, # the classes (without the background)
                  masks:bool=False, # an instance segmenter (Mask R-CNN) rather than a detector (Faster R-CNN)
                  input_size:int=320, # the shorter side images are resized to
@@ -82,7 +82,7 @@ def make_student(n_classes:int, # the classes (without the background)
     return MaskRCNN(_fpn_backbone(sd, channels), None, mask_roi_pool=MultiScaleRoIAlign(['0', '1'], 14, 2), mask_head=MaskRCNNHeads(channels, [64, 64], 1),
                     mask_predictor=MaskRCNNPredictor(64, 64, n_classes + 1), **kw)
 
-# %% ../nbs/78_student.ipynb #8c6cf8ff
+# %% ../nbs/78_student.ipynb #0022b8ec
 def student_input_size(info, # `inspect_dataset` of the training data
                        images:list=None)->int:
     "The student's shorter input side: `recommend_student`'s, at most the median shorter side of the `images` records (at least 128)."
@@ -91,7 +91,7 @@ def student_input_size(info, # `inspect_dataset` of the training data
     med = int(np.median(sides)) if sides else rec
     return max(128, min(rec, med))
 
-# %% ../nbs/78_student.ipynb #f12c593c
+# %% ../nbs/78_student.ipynb #5ed599dc
 class StudentData(Dataset):
     "The student's training images: ground-truth and pseudo-labelled `CocoDataset`s as one; the trainer's `epoch` reaches each part's seeded augmentation."
     def __init__(self, parts:list): self.parts, self.ends = list(parts), np.cumsum([len(p) for p in parts])
@@ -105,7 +105,7 @@ class StudentData(Dataset):
     def epoch(self, e):
         for p in self.parts: p.epoch = e
 
-# %% ../nbs/78_student.ipynb #b621f6b7
+# %% ../nbs/78_student.ipynb #efebb16d
 class StudentTask:
     "Training, prediction and scoring of a torchvision student for `fit`: box AP50 on the validation images picks the best epoch."
     name, metric, kind = 'student', 'ap50', 'student'
@@ -116,7 +116,7 @@ class StudentTask:
         "The batch's images, unpadded, as float tensors in [0, 1] on `dev` (the model normalises and resizes them)."
         return [b['image'][i, :, :h, :w].to(dev).float().div_(255) for i, (h, w) in enumerate(b['orig_size'])]
 
-# %% ../nbs/78_student.ipynb #5a020db3
+# %% ../nbs/78_student.ipynb #faba96e6
 from fastcore.basics import patch
 
 @patch
@@ -131,7 +131,7 @@ def loss(self:StudentTask, net, b, j:int, dev)->dict:
     parts = net(self.inputs(b, dev), self.targets(b, dev))
     return dict(loss=sum(parts.values())) | {k.removeprefix('loss_'): v for k, v in parts.items()}
 
-# %% ../nbs/78_student.ipynb #848107b6
+# %% ../nbs/78_student.ipynb #27d1b813
 def _results(outs:list, image_ids:list, cat_ids:list)->list:
     "COCO results from torchvision detections: xywh boxes, scores, category ids, and RLE masks (probability > 0.5) where there are masks."
     res = []
@@ -147,7 +147,7 @@ def predict(self:StudentTask, m, b, dev)->list:
     "COCO results of the images of batch `b`."
     return _results(m(self.inputs(b, dev)), b['image_id'], self.cat_ids)
 
-# %% ../nbs/78_student.ipynb #16457d1f
+# %% ../nbs/78_student.ipynb #5a94d11e
 @patch
 def score(self:StudentTask, preds:list, gt:dict)->dict:
     "Box AP50 and AP (and mask AP50 and AP of a segmenter) of `preds` on `gt`."
@@ -161,10 +161,11 @@ def overlay(self:StudentTask, m, b, dev, threshold:float=.5)->list:
     "Batch `b`'s images with the student's boxes over a score of `threshold` drawn (for TensorBoard)."
     from torchvision.utils import draw_bounding_boxes
     outs = m(self.inputs(b, dev))
-    return [draw_bounding_boxes(b['image'][i, :, :h, :w].cpu(), o['boxes'][o['scores'] > threshold].cpu(), colors='red')
-            for i, ((h, w), o) in enumerate(zip(b['orig_size'], outs))]
+    keep = [o['boxes'][o['scores'] > threshold].cpu() for o in outs]
+    return [draw_bounding_boxes(b['image'][i, :, :h, :w].cpu(), k, colors='red') if len(k) else b['image'][i, :, :h, :w].cpu()  # none: the image as it is
+            for i, ((h, w), k) in enumerate(zip(b['orig_size'], keep))]
 
-# %% ../nbs/78_student.ipynb #ef21c291
+# %% ../nbs/78_student.ipynb #dc72bc4e
 STUDENT_ARCHS = {False: 'fasterrcnn_mobilenet_v3_large_fpn64', True: 'maskrcnn_mobilenet_v3_large_fpn64'}
 
 def save_student(net, folder, card:dict)->Path:
@@ -179,7 +180,7 @@ def student_card(names:list, cat_ids:list, masks:bool, input_size:int, backbone:
     return dict(kind='student', arch=STUDENT_ARCHS[masks], task='instance-segmenter' if masks else 'detector', names=list(names),
                 cat_ids=list(cat_ids), input_size=input_size, channels=64, backbone=backbone) | kw
 
-# %% ../nbs/78_student.ipynb #830f323b
+# %% ../nbs/78_student.ipynb #47756049
 def _student_folder(src)->Path:
     "The folder holding `student_card.json`: `src` itself or its `student` sub-folder (a `teacher-lora-distill --output`)."
     src = Path(src)
@@ -198,7 +199,7 @@ def load_student(src, dev=None):
     except Exception as e: raise TeacherError(f"{f/'model.safetensors'}: damaged or not this student's weights ({type(e).__name__}). Fix: distil the student again") from None
     return Student(net.eval().to(_device(dev)), card, f)
 
-# %% ../nbs/78_student.ipynb #c0f41b87
+# %% ../nbs/78_student.ipynb #4c515665
 class Student:
     "A trained student: `predict` gives COCO annotations for images (paths, PIL images or HxWx3 uint8 arrays)."
     def __init__(self, net, card:dict, folder=None): store_attr(); self.names, self.cat_ids, self.masks = card['names'], card['cat_ids'], card['task'] == 'instance-segmenter'
@@ -216,7 +217,7 @@ def predict(self:Student, images:list, threshold:float=0.)->list:
     res = _results(outs, list(range(len(images))), self.cat_ids)
     return [[{k: v for k, v in r.items() if k != 'image_id'} for r in res if r['image_id'] == i and r['score'] >= threshold] for i in range(len(images))]
 
-# %% ../nbs/78_student.ipynb #4c80592c
+# %% ../nbs/78_student.ipynb #16a48b1b
 def student_config(c):
     "The trainer's view of config `c` for the student: its own epochs, batch size and learning rate (section `student`) in `train`."
     d = obj2dict(c); s = d['student']
@@ -224,7 +225,7 @@ def student_config(c):
     d['data'] |= dict(augment=s['augment'])
     return dict2obj(d)
 
-# %% ../nbs/78_student.ipynb #74b602f8
+# %% ../nbs/78_student.ipynb #ba850b90
 def _check_files(files:dict, images):
     "Each COCO file (by its option name) checked against its images' headers; `TrainError` with the finding and the command that lists them all."
     for flag, f in files.items():
@@ -239,7 +240,7 @@ def _check_teacher_classes(card:dict, files:dict):
             raise TrainError(f"{flag} {f}: its categories {sorted(cats.items())[:8]} do not hold the teachers' classes {list(zip(card['cat_ids'], card['names']))[:8]}. "
                              "Fix: distil with the data the teachers were trained on (the same categories)")
 
-# %% ../nbs/78_student.ipynb #531c6089
+# %% ../nbs/78_student.ipynb #3125799b
 def pseudo_label(ts:dict, images, out, batch_size:int=4, workers:int=2, dev=None)->dict:
     "Label the unlabelled `images` with the teachers into `out` (resumable, shared between processes): the card's calibrated per-class thresholds decide what is kept."
     d = ts['dino']
@@ -247,13 +248,13 @@ def pseudo_label(ts:dict, images, out, batch_size:int=4, workers:int=2, dev=None
         warnings.warn(f"{d.folder}: no calibrated thresholds in the teacher card; pseudo-labels keep every detection over box_threshold {d.threshold}")
     return label_images(ts, images, out, batch_size, workers, dev=dev)
 
-# %% ../nbs/78_student.ipynb #ff507ec9
+# %% ../nbs/78_student.ipynb #47d64d23
 def _student_data(c, files:dict, image_roots:dict, cat_ids:list, masks:bool)->StudentData:
     "The training images: ground truth ('train') and pseudo-labels ('pseudo'), each with its image folder; seeded augmentation."
     aug = default_augment() if c.data.augment else None
     return StudentData([CocoDataset(files[k], image_roots[k], masks=masks, augment=aug, seed=c.train.seed, cat_ids=cat_ids) for k in files])
 
-# %% ../nbs/78_student.ipynb #6f7b6f2f
+# %% ../nbs/78_student.ipynb #cc69be3a
 def write_student(task, state:dict, c, folder, acc, **card)->Path:
     "The best epoch's student (by validation box AP50), saved as `folder/student` with its card, atomically."
     from safetensors.torch import load_file
@@ -268,7 +269,7 @@ def write_student(task, state:dict, c, folder, acc, **card)->Path:
     acc.wait_for_everyone()
     return folder/'student'
 
-# %% ../nbs/78_student.ipynb #2178c94d
+# %% ../nbs/78_student.ipynb #c0973608
 def _masks(info, ts:dict)->bool:
     "A segmenter student when the data has masks and a SAM teacher labels them; else a detector."
     return bool(info.has_masks and 'sam' in ts)
@@ -280,7 +281,7 @@ def _clear_student(out):
         if p.is_dir(): shutil.rmtree(p)
         elif p.exists(): p.unlink()
 
-# %% ../nbs/78_student.ipynb #12325df4
+# %% ../nbs/78_student.ipynb #0f156220
 def _student_run(c, exp, files:dict, roots:dict, val, images, out, ts_info:dict, acc, resume:bool)->dict:
     "Train the student on `files` (with their image `roots`), pick its epoch on `val`, and write it: its folder and metrics."
     cs, names, cat_ids, masks = student_config(c), ts_info['names'], ts_info['cat_ids'], ts_info['masks']
@@ -295,7 +296,7 @@ def _student_run(c, exp, files:dict, roots:dict, val, images, out, ts_info:dict,
                            data={k: str(v) for k, v in files.items()}, val=str(Path(val).resolve()), val_images=str(Path(images).resolve()))
     return dict(folder=folder, before=state['history'][0], best=state['best'], epochs=state['epoch'])
 
-# %% ../nbs/78_student.ipynb #68cc2222
+# %% ../nbs/78_student.ipynb #d7376177
 def images_per_second(run, # called with a list of image paths; returns when they are done
                       files:list, batch:int=1, n:int=16)->float:
     "Images per second of `run` over (at most) `n` of `files` in batches of `batch`, after one warm-up batch."
@@ -312,7 +313,7 @@ def teacher_pipeline(ts:dict, dev=None):
         with torch.no_grad(): return _label_batch(ts, collate([ds[i] for i in range(len(ds))]), dev, th)
     return run
 
-# %% ../nbs/78_student.ipynb #7757564c
+# %% ../nbs/78_student.ipynb #0b2891b8
 def score_student(student:Student, ann, image_root, batch_size:int=8)->dict:
     "The student's box AP50 / AP (and mask AP50 / AP) on a COCO file, by pycocotools."
     from teacher_lora.data import make_dataloader
@@ -321,7 +322,7 @@ def score_student(student:Student, ann, image_root, batch_size:int=8)->dict:
     with torch.no_grad(): preds = [r for b in make_dataloader(CocoDataset(gt, image_root), batch_size, shuffle=False) for r in t.predict(student.net.eval(), b, dev)]
     return t.score(preds, gt)
 
-# %% ../nbs/78_student.ipynb #75d76800
+# %% ../nbs/78_student.ipynb #1f4a3fbf
 class Scorecard:
     "Teachers and student on the test images: accuracy by pycocotools and images per second at batch 1 and 8."
     def __init__(self, rows:list): self.rows = rows
@@ -333,7 +334,7 @@ class Scorecard:
                          + [f"| {r['model']} | " + ' | '.join(f(r.get(k)) for _, k in cols) + ' |' for r in self.rows])
     def _repr_markdown_(self): return repr(self)
 
-# %% ../nbs/78_student.ipynb #b8e10fbb
+# %% ../nbs/78_student.ipynb #79510d7b
 def scorecard(exp, student, ann, image_root, dev=None, speed_images:int=16)->Scorecard:
     "The tuned teachers (Grounding DINO → SAM) and the student on `ann`: box and mask AP, and images per second at batch 1 and 8 (on CPU, or `dev`)."
     from teacher_lora.evaluate import evaluate
@@ -347,7 +348,7 @@ def scorecard(exp, student, ann, image_root, dev=None, speed_images:int=16)->Sco
     for b in (1, 8): t[f'ips{b}'], s[f'ips{b}'] = images_per_second(run_t, files, b, speed_images), images_per_second(st.predict, files, b, speed_images)
     return Scorecard([t, s])
 
-# %% ../nbs/78_student.ipynb #02da4759
+# %% ../nbs/78_student.ipynb #b24df6d1
 def _student_setup(exp, train, val, images, config, sets, test=None)->tuple:
     "The checked inputs of a distillation: the teachers' classes, the config (input size resolved), and whether the student segments."
     files = {'--train': train, '--val': val} | ({'--test': test} if test else {}); _check_files(files, images)
@@ -359,7 +360,7 @@ def _student_setup(exp, train, val, images, config, sets, test=None)->tuple:
     d = cards['dino']; ts_info = dict(names=d['names'], cat_ids=d['cat_ids'], masks=bool(info.has_masks and 'sam' in cards))
     return c, ts_info
 
-# %% ../nbs/78_student.ipynb #4abcf02e
+# %% ../nbs/78_student.ipynb #fa1e2ee9
 def _label_summary(d:dict, path, labels:str)->str:
     "One line on the pseudo-labels: images, objects per class, and what the student learns from."
     from collections import Counter
@@ -367,7 +368,7 @@ def _label_summary(d:dict, path, labels:str)->str:
     return (f"pseudo-labels: {path}: {len(d['images'])} images, {len(d['annotations'])} objects (" + ', '.join(f"{names[c]} {n[c]}" for c in names)
             + f"); the student learns from {'them alone (student.labels=pseudo)' if labels == 'pseudo' else 'them and the ground truth'}")
 
-# %% ../nbs/78_student.ipynb #640bde3c
+# %% ../nbs/78_student.ipynb #b59a14e3
 def distill(exp, # the teachers: an experiment folder (`teacher-lora-train --output`)
             unlabelled, # folder of unlabelled images (searched recursively), or a list of image paths
             train, val, # ground-truth COCO files: the teachers' training split (learnt from) and validation split (picks the epoch)
@@ -399,7 +400,7 @@ def distill(exp, # the teachers: an experiment folder (`teacher-lora-train --out
     acc.wait_for_everyone()
     return res
 
-# %% ../nbs/78_student.ipynb #287c2150
+# %% ../nbs/78_student.ipynb #bd5f4a4a
 from .runtime import ONNX_META, OnnxStudent, load_rgb
 
 def export_onnx(student, # a `Student`, or a folder holding one
@@ -416,7 +417,7 @@ def export_onnx(student, # a `Student`, or a folder holding one
     m = onnx.load(str(out)); m.metadata_props.add(key=ONNX_META, value=json.dumps({k: v for k, v in st.card.items() if k not in ('history',)}))
     onnx.save(m, str(out)); return out
 
-# %% ../nbs/78_student.ipynb #221df172
+# %% ../nbs/78_student.ipynb #bcfe17b2
 def _match(a:dict, b:dict, score_tol:float, min_score:float)->tuple:
     "Pair each detection of `a` scoring at least `min_score` with one of `b`: the same class, a score within `score_tol`, the nearest box (near-equal scores may come in another order). `(largest box difference, largest score difference, pairs)`, or None if one has no partner."
     free, box, score, n = set(range(len(b['labels']))), 0., 0., 0
@@ -427,7 +428,7 @@ def _match(a:dict, b:dict, score_tol:float, min_score:float)->tuple:
         box, score = max(box, float(np.abs(b['boxes'][j] - a['boxes'][k]).max())), max(score, float(abs(b['scores'][j] - a['scores'][k])))
     return box, score, n
 
-# %% ../nbs/78_student.ipynb #ab746e5e
+# %% ../nbs/78_student.ipynb #0a69ca5d
 def check_onnx(student, onnx_path, images:list, box_tol:float=.5, score_tol:float=1e-3,
                min_score:float=.3)->dict: # the detections compared: those scoring at least this in either (a user's threshold)
     "Compare onnxruntime with PyTorch on `images`: each detection over `min_score` in either has its partner in the other (class, score within `score_tol`, box within `box_tol` px); `TeacherError` if not."
@@ -435,7 +436,7 @@ def check_onnx(student, onnx_path, images:list, box_tol:float=.5, score_tol:floa
     ox, worst = OnnxStudent(onnx_path), dict(images=0, detections=0, box=0., score=0.)
     for f in images:
         x = load_rgb(f)
-        with torch.no_grad(): t = {k: v.numpy() for k, v in st.net.cpu().eval()([torch.from_numpy(x).permute(2, 0, 1).float() / 255])[0].items()}
+        with torch.no_grad(): t = {k: v.numpy() for k, v in st.net.cpu().eval()([torch.from_numpy(x.copy()).permute(2, 0, 1).float() / 255])[0].items()}
         o = ox.run(x); m, back = _match(o, t, score_tol, min_score), _match(t, o, score_tol, min_score)
         if m is None or back is None or max(m[0], back[0]) > box_tol:
             raise TeacherError(f"{onnx_path}: on {f}, onnxruntime's detections over {min_score} do not match PyTorch's "
@@ -443,7 +444,7 @@ def check_onnx(student, onnx_path, images:list, box_tol:float=.5, score_tol:floa
         worst = dict(images=worst['images'] + 1, detections=worst['detections'] + m[2], box=max(worst['box'], m[0], back[0]), score=max(worst['score'], m[1], back[1]))
     return worst
 
-# %% ../nbs/78_student.ipynb #15b174f6
+# %% ../nbs/78_student.ipynb #f5eb806b
 def export_merged(teacher, # a teacher folder (e.g. exp/dino/teacher or exp/sam/teacher)
                   out)->Path:
     "The teacher with its adapters folded into full weights: a Hugging Face folder for Grounding DINO (`load_dino(out)`), Meta's `.pth` layout for SAM (`load_sam(variant, out)`)."
