@@ -3,8 +3,9 @@
 The teachers are the train demo's (`teacher-lora-train --demo`: the shipped tiny pretrained Grounding DINO and SAM, tuned with
 LoRA on 72 target-domain images; `--exp` reuses such an experiment, else it is trained here). Their pseudo-labels of 2,000
 generated unlabelled images (seed 1) teach three students, each given the same number of optimiser updates: the ground truth
-alone (72 images), ground truth + the first 500 pseudo-labelled images, ground truth + all 2,000. Everything is scored on the
-demo's test split (24 images) by pycocotools. Speed, images/s at batch 1 on this CPU: the real-size teacher pipeline
+alone (72 images), ground truth + the first 500 pseudo-labelled images, ground truth + all 2,000, composed as `distill` does
+(the images the teachers found nothing in left out, the ground truth repeated to half of each epoch: `student.keep_empty`,
+`student.gt_share`). Everything is scored on the demo's test split (24 images) by pycocotools. Speed, images/s at batch 1 on this CPU: the real-size teacher pipeline
 (Grounding DINO-T at 800 px, then SAM ViT-B on its 4 best boxes, random weights: speed does not depend on weight values), the
 student in PyTorch and the student exported to ONNX in onnxruntime.
 
@@ -45,17 +46,21 @@ def student(name, exp, files:dict, roots:dict, demo:Path, work:Path, updates:int
     from teacher_lora.student import _student_run, _student_setup
     from teacher_lora.train import make_accelerator
     from teacher_lora.config import save_config
-    sp = demo/'splits'
-    n = sum(len(json.loads(Path(f).read_text())['images']) for f in files.values())
+    from teacher_lora.config import defaults
+    from teacher_lora.student import pseudo_kept, gt_repeats
+    sp = demo/'splits'; s = defaults()['student']
+    n_gt = len(json.loads(Path(files['train']).read_text())['images']) if 'train' in files else 0
+    n_p = len(pseudo_kept(json.loads(Path(files['pseudo']).read_text()), s['keep_empty'])['images']) if 'pseudo' in files else 0
+    n = n_gt * gt_repeats(n_gt, n_p, s['gt_share']) + n_p  # an epoch, as the student's data makes it (ground truth repeated to its share)
     epochs = max(1, round(updates / (n // 8)))
     c, ti = _student_setup(exp, sp/'train.json', sp/'val.json', demo/'images', None,
                            ['student.weights=random', f'student.epochs={epochs}', f'data.workers={workers}', 'checkpoint.patience=0', f'train.seed={seed}'])
     out = work/'students'/name
-    if (out/'student'/'student_card.json').exists(): print(f"{name}: done before ({out})"); return dict(folder=out/'student', epochs=epochs, n=n)
+    if (out/'student'/'student_card.json').exists(): print(f"{name}: done before ({out})"); return dict(folder=out/'student', epochs=epochs, n=n, n_gt=n_gt, n_pseudo=n_p)
     out.mkdir(parents=True, exist_ok=True); save_config(c, out/'config.yaml')
     t = time.time(); r = _student_run(c, exp, files, roots, sp/'val.json', demo/'images', out, ti, make_accelerator(c, 'cpu'), resume=False)
     print(f"{name}: {n} images x {epochs} epochs ({epochs * (n // 8)} updates) in {time.time() - t:.0f} s; best val box AP50 {r['best']['ap50']:.3f}", flush=True)
-    return r | dict(epochs=epochs, n=n)
+    return r | dict(epochs=epochs, n=n, n_gt=n_gt, n_pseudo=n_p)
 
 def real_pipeline():
     "The real-size teacher pipeline, random weights: Grounding DINO-T at 800 px, then SAM ViT-B at 1024 px on its 4 best boxes."
@@ -109,7 +114,7 @@ def main():
         except TrainError as e:  # e.g. the loss turned NaN: the row says so
             print(f"{name}: {e}", flush=True); rows.append(dict(model=name + ' (diverged: ' + str(e).split('. Training')[0] + ')', ap50=float('nan'), ap=None, mask_ap50=None, mask_ap=None)); continue
         st = load_student(r['folder'], 'cpu'); s = score_student(st, test, demo/'images')
-        rows.append(dict(model=name, ap50=s['ap50'], ap=s['ap'], mask_ap50=s.get('mask_ap50'), mask_ap=s.get('mask_ap'), images=r['n'], epochs=r['epochs']))
+        rows.append(dict(model=name, ap50=s['ap50'], ap=s['ap'], mask_ap50=s.get('mask_ap50'), mask_ap=s.get('mask_ap'), images=f"{r['n_gt']}" + (f" + {r['n_pseudo']} pseudo ({r['n']} per epoch)" if r['n_pseudo'] else ''), epochs=r['epochs']))
     # speed, batch 1, this CPU
     done = [f for f in sorted((work/'students').glob('s*/student')) if (f/'student_card.json').exists()]
     f = max(done, key=lambda f: (json.loads((f/'student_card.json').read_text()).get('metrics') or {}).get('ap50', 0))  # the one a user would deploy
@@ -120,7 +125,7 @@ def main():
     ips_torch = images_per_second(best.predict, test_files, 1, 24)
     ips_teacher = images_per_second(real_pipeline(), test_files, 1, a.speed_images)
     print(f"\nbox and mask AP on the test split ({len(test_files)} images), by pycocotools; each student {a.updates} optimiser updates, random init (offline)")
-    print(f"| model | train images | box AP50 | box AP | mask AP50 | mask AP |\n|---|---|---|---|---|---|")
+    print(f"| model | training images | box AP50 | box AP | mask AP50 | mask AP |\n|---|---|---|---|---|---|")
     f = lambda v: '' if v is None else f"{v:.3f}"
     for r in rows: print(f"| {r['model']} | {r.get('images', '')} | {f(r['ap50'])} | {f(r['ap'])} | {f(r['mask_ap50'])} | {f(r['mask_ap'])} |")
     print(f"\nimages/s at batch 1 on this CPU ({os.cpu_count()} cores, torch {torch.get_num_threads()} threads)")

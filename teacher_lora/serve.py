@@ -10,6 +10,7 @@ __all__ = ['STUDENT_THRESHOLD', 'UploadError', 'decode_image', 'image_item', 're
 
 # %% ../nbs/82_serve.ipynb #77c78474
 import asyncio, collections, concurrent.futures, copy, inspect, io, math, os, queue, sys, tempfile
+import importlib.resources
 from pathlib import Path
 import numpy as np, torch
 from PIL import Image, ImageOps
@@ -80,8 +81,7 @@ class Teachers:
         self.ts, self.dev, d = ts, _device(dev), ts['dino']
         self.categories = [dict(id=c, name=n) for n, c in zip(d.names, d.cat_ids)]
         self.thresholds = {n: None if math.isinf(t) else t for n, t in zip(d.names, _class_thresholds(d).values())}
-        self._tmp = tempfile.TemporaryDirectory(prefix='teacher-lora-serve-')
-        self.placeholder = Path(self._tmp.name)/'upload'; self.placeholder.touch()
+        self.placeholder = Path(str(importlib.resources.files('teacher_lora')/'assets'/'serve.html'))  # stat-ed, never read: see above
     @property
     def info(self)->dict: return dict(kind='teachers', teachers={n: str(t.folder) for n, t in self.ts.items()}, masks='sam' in self.ts)
     def replica(self): "The teachers for another worker thread (`replica`)."; return Teachers(replica(self.ts), self.dev)

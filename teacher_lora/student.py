@@ -6,9 +6,9 @@ Docs: https://teacher-lora.github.io/teacher_lora/student.html.md"""
 
 # %% auto #0
 __all__ = ['BACKBONE_URL', 'STUDENT_ARCHS', 'backbone_weights', 'make_student', 'student_input_size', 'StudentData',
-           'StudentTask', 'save_student', 'student_card', 'load_student', 'Student', 'student_config', 'pseudo_label',
-           'write_student', 'images_per_second', 'teacher_pipeline', 'score_student', 'Scorecard', 'scorecard',
-           'distill', 'export_onnx', 'check_onnx', 'export_merged']
+           'pseudo_kept', 'gt_repeats', 'StudentTask', 'save_student', 'student_card', 'load_student', 'Student',
+           'student_config', 'pseudo_label', 'write_student', 'images_per_second', 'teacher_pipeline', 'score_student',
+           'Scorecard', 'scorecard', 'distill', 'export_onnx', 'check_onnx', 'export_merged']
 
 # %% ../nbs/78_student.ipynb #1183f210
 import json, math, os, shutil, socket, time, warnings
@@ -105,10 +105,29 @@ class StudentData(Dataset):
     def epoch(self, e):
         for p in self.parts: p.epoch = e
 
+# %% ../nbs/78_student.ipynb #690c27fd
+def pseudo_kept(d:dict, # pseudo-labels (`label_images` output)
+                keep_empty:bool=False)->dict:
+    "The pseudo-labels a student learns from: the images in which the teachers found something (all of them with `keep_empty`)."
+    if keep_empty: return d
+    found = {a['image_id'] for a in d['annotations']}
+    return d | dict(images=[i for i in d['images'] if i['id'] in found])
+
+def gt_repeats(n_gt:int, n_pseudo:int, share:float)->int:
+    "How many times the `n_gt` ground-truth images go into an epoch to make up at least `share` of it beside `n_pseudo` pseudo-labelled ones."
+    if not (n_gt and n_pseudo and share): return 1
+    return max(1, math.ceil(share / (1 - share) * n_pseudo / n_gt - 1e-9))
+
+def _reseeded(ds:CocoDataset, k:int)->CocoDataset:
+    "Copy `k` of a dataset: the same images and labels (shared, not reloaded), its own augmentation draws."
+    import copy
+    r = copy.copy(ds); r.seed = None if ds.seed is None else int(np.random.SeedSequence([ds.seed, k]).generate_state(1)[0])
+    return r
+
 # %% ../nbs/78_student.ipynb #efebb16d
 class StudentTask:
     "Training, prediction and scoring of a torchvision student for `fit`: box AP50 on the validation images picks the best epoch."
-    name, metric, kind = 'student', 'ap50', 'student'
+    name, metric, kind, section = 'student', 'ap50', 'student', 'student'  # section: where its lr and batch size are set
     def __init__(self, net, names:list, cat_ids:list, masks:bool=False):
         store_attr(); self.cache, self.epoch = FeatureCache('off'), 0
     def n_parts(self, batch)->int: return 1
@@ -249,10 +268,23 @@ def pseudo_label(ts:dict, images, out, batch_size:int=4, workers:int=2, dev=None
     return label_images(ts, images, out, batch_size, workers, dev=dev)
 
 # %% ../nbs/78_student.ipynb #47d64d23
-def _student_data(c, files:dict, image_roots:dict, cat_ids:list, masks:bool)->StudentData:
-    "The training images: ground truth ('train') and pseudo-labels ('pseudo'), each with its image folder; seeded augmentation."
-    aug = default_augment() if c.data.augment else None
-    return StudentData([CocoDataset(files[k], image_roots[k], masks=masks, augment=aug, seed=c.train.seed, cat_ids=cat_ids) for k in files])
+def _student_data(c, files:dict, image_roots:dict, cat_ids:list, masks:bool)->tuple:
+    "The training images (ground truth 'train' and pseudo-labels 'pseudo', each with its image folder; seeded augmentation) and a line saying what they are."
+    aug, s = default_augment() if c.data.augment else None, c.student
+    mk = lambda k, ann: CocoDataset(ann, image_roots[k], masks=masks, augment=aug, seed=c.train.seed, cat_ids=cat_ids)
+    parts, say = [], []
+    if 'pseudo' in files:
+        d = load_coco(files['pseudo']); kept = pseudo_kept(d, s.keep_empty); gone = len(d['images']) - len(kept['images'])
+        if not kept['images'] and 'train' not in files:
+            raise TrainError(f"{files['pseudo']}: the teachers found no object in any of its {len(d['images'])} images, so the student has nothing to learn from. "
+                             "Fix: add the ground truth (student.labels=both), or more or other unlabelled images")
+        if kept['images']: parts.append(mk('pseudo', kept))
+        say.append(f"{len(kept['images'])} pseudo-labelled images" + (f" ({gone} in which the teachers found nothing left out: student.keep_empty)" if gone else ''))
+    if 'train' in files:
+        gt = mk('train', files['train']); r = gt_repeats(len(gt), len(parts[0]) if parts else 0, s.gt_share)
+        parts[:0] = [gt] + [_reseeded(gt, k) for k in range(1, r)]
+        say.insert(0, f"{len(gt)} ground-truth images" + (f" x{r} (at least student.gt_share={s.gt_share:g} of each epoch)" if r > 1 else ''))
+    return StudentData(parts), ' + '.join(say)
 
 # %% ../nbs/78_student.ipynb #cc69be3a
 def write_student(task, state:dict, c, folder, acc, **card)->Path:
@@ -289,8 +321,8 @@ def _student_run(c, exp, files:dict, roots:dict, val, images, out, ts_info:dict,
     torch.manual_seed(c.train.seed)  # the same initial student in every process and every run
     sd = backbone_weights(c.student.weights, say)
     task = StudentTask(make_student(len(names), masks, c.student.input_size, sd), names, cat_ids, masks)
-    data = _student_data(cs, files, roots, cat_ids, masks)
-    say(f"student: {STUDENT_ARCHS[masks]} at {c.student.input_size} px, trained on " + ' + '.join(f"{len(p)} {k} images" for k, p in zip(files, data.parts)))
+    data, what = _student_data(cs, files, roots, cat_ids, masks)
+    say(f"student: {STUDENT_ARCHS[masks]} at {c.student.input_size} px, trained on {what}")
     state = fit(task, data, CocoDataset(val, images, masks=masks, cat_ids=cat_ids), cs, out, acc, RunLog(out, acc.is_main_process), resume)
     folder = write_student(task, state, c, out, acc, backbone='imagenet' if sd else 'random', teachers=str(exp), labels=c.student.labels,
                            data={k: str(v) for k, v in files.items()}, val=str(Path(val).resolve()), val_images=str(Path(images).resolve()))

@@ -191,19 +191,20 @@ def validate(task, net, ds, c, acc)->dict:
     return task.score(gather_object(preds) if acc.num_processes > 1 else preds, ds.d)
 
 # %% ../nbs/50_train.ipynb #91dcc989
-def _check_finite(parts:dict, acc, where:str, folder):
-    "Stop every process with a clear message when the loss is NaN or infinite on any of them."
+def _check_finite(parts:dict, acc, where:str, folder, c=None, section:str='train'):
+    "Stop every process with a clear message when the loss is NaN or infinite on any of them (the fix names the config `section` the run's lr is set in)."
     bad = acc.reduce(torch.tensor([0. if torch.isfinite(parts['loss']) else 1.], device=acc.device), 'sum')
     if bad.item():
-        last = checkpoints(folder)[-1:]
+        last, lr = checkpoints(folder)[-1:], (c.train.lr if c is not None else 2e-4)
         raise TrainError(f"the loss is {parts['loss'].item()} at {where}. Training stopped; the last good checkpoint is "
-                         f"{last[0] if last else 'none (nothing was saved yet)'}. Fix: lower train.lr (e.g. --set train.lr=2e-5), "
+                         f"{last[0] if last else 'none (nothing was saved yet)'}. Fix: lower {section}.lr (e.g. --set {section}.lr={lr / 10:.2g}), "
                          "set train.mixed_precision=no if it happens with fp16, or check the data with teacher-lora-validate")
 
-def _oom_message(c)->str:
+def _oom_message(c, section:str='train')->str:
     t = c.train
-    return (f"out of GPU memory at train.batch_size={t.batch_size}. Fix: --set train.batch_size={max(1, t.batch_size // 2)} "
-            f"train.grad_accum={t.grad_accum * 2} (the same effective batch); or smaller inputs (preprocess.dino_shortest={c.preprocess.dino_shortest}, "
+    fix = f"out of GPU memory at {section}.batch_size={t.batch_size}. Fix: --set {section}.batch_size={max(1, t.batch_size // 2)} train.grad_accum={t.grad_accum * 2} (the same effective batch)"
+    if section == 'student': return fix + f"; or a smaller student.input_size (now {c.student.input_size})"
+    return (fix + f"; or smaller inputs (preprocess.dino_shortest={c.preprocess.dino_shortest}, "
             f"preprocess.dino_longest={c.preprocess.dino_longest}); for SAM fewer prompts per image (sam.max_prompts={c.sam.max_prompts}) or a smaller variant")
 
 # %% ../nbs/50_train.ipynb #34e09585
@@ -214,10 +215,10 @@ def train_step(task, net, batch, acc, sync:bool, accum:int, where:str, folder, c
         for j in range(n := task.n_parts(batch)):
             with (nullcontext() if sync and j == n - 1 else acc.no_sync(net)):
                 with acc.autocast(): parts = task.loss(net, batch, j, acc.device)
-                _check_finite(parts, acc, where, folder)
+                _check_finite(parts, acc, where, folder, c, getattr(task, 'section', 'train'))
                 acc.backward(parts['loss'] / accum)
             for k, v in parts.items(): out[k] = out.get(k, 0.) + float(v.detach())
-    except torch.OutOfMemoryError: raise TrainError(_oom_message(c)) from None
+    except torch.OutOfMemoryError: raise TrainError(_oom_message(c, getattr(task, 'section', 'train'))) from None
     return out
 
 # %% ../nbs/50_train.ipynb #2e6f04b2

@@ -8,20 +8,8 @@ from teacher_lora.evaluate import load_teachers
 from teacher_lora.predict import label_images
 from teacher_lora.serve import STUDENT_THRESHOLD, StudentModel, Teachers, make_app
 from teacher_lora.student import load_student, make_student, save_student, student_card
-from teacher_lora.test_utils import shapes_domain
 
 BIN = Path(sys.executable).parent
-SETS = ['preprocess.dino_shortest=128', 'preprocess.dino_longest=192', 'data.workers=0', 'data.val_fraction=.25', 'train.batch_size=2']
-
-@pytest.fixture(scope='module')
-def exp(tmp_path_factory):
-    "A one-epoch experiment of the shipped tiny pretrained teachers on four images (about 20 s)."
-    from teacher_lora.train import train
-    d = tmp_path_factory.mktemp('serve')
-    data = shapes_domain(d/'shapes', 4, 'target', seed=0)
-    train(data, data.parent/'images', d/'exp', dino='tiny-pretrained', sam='tiny-pretrained', epochs=1, sets=SETS)
-    return d/'exp', data.parent/'images'
-
 @pytest.fixture(scope='module')
 def student(exp, tmp_path_factory):
     "A small Mask R-CNN student of the experiment's classes, untrained (random weights, seeded): a second model to serve, built in a second."

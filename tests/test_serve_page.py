@@ -4,27 +4,21 @@ from pathlib import Path
 import pytest
 from teacher_lora.evaluate import load_teachers
 from teacher_lora.serve import Teachers, make_app
-from teacher_lora.test_utils import shapes_domain
 
 CHROMIUM = os.environ.get('CHROMIUM', '/usr/bin/chromium')
 CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking']
-SETS = ['preprocess.dino_shortest=128', 'preprocess.dino_longest=192', 'data.workers=0', 'data.val_fraction=.25', 'train.batch_size=2']
 pytest.importorskip('playwright')
 pytestmark = pytest.mark.skipif(not shutil.which(CHROMIUM), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)")
 
 @pytest.fixture(scope='module')
-def server(tmp_path_factory):
-    "The app over a one-epoch tiny experiment, served by uvicorn in a thread on a free localhost port."
+def server(exp):
+    "The app over a one-epoch tiny experiment (conftest's `exp`), served by uvicorn in a thread on a free localhost port."
     import uvicorn
-    from teacher_lora.train import train
-    d = tmp_path_factory.mktemp('page')
-    data = shapes_domain(d/'shapes', 4, 'target', seed=0)
-    train(data, data.parent/'images', d/'exp', dino='tiny-pretrained', sam='tiny-pretrained', epochs=1, sets=SETS)
     with socket.socket() as s: s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(make_app(dict(teachers=Teachers(load_teachers(d/'exp')))), host='127.0.0.1', port=port, log_level='warning'))
+    srv = uvicorn.Server(uvicorn.Config(make_app(dict(teachers=Teachers(load_teachers(exp[0])))), host='127.0.0.1', port=port, log_level='warning'))
     t = threading.Thread(target=srv.run, daemon=True); t.start()
     while not srv.started: time.sleep(.05)
-    yield f'http://127.0.0.1:{port}/', data.parent/'images'
+    yield f'http://127.0.0.1:{port}/', exp[1]
     srv.should_exit = True; t.join(30)
 
 def test_page_upload_overlay_slider(server, tmp_path):
