@@ -54,7 +54,7 @@ def student(name, exp, files:dict, roots:dict, demo:Path, work:Path, updates:int
     n = n_gt * gt_repeats(n_gt, n_p, s['gt_share']) + n_p  # an epoch, as the student's data makes it (ground truth repeated to its share)
     epochs = max(1, round(updates / (n // 8)))
     c, ti = _student_setup(exp, sp/'train.json', sp/'val.json', demo/'images', None,
-                           ['student.weights=random', f'student.epochs={epochs}', f'data.workers={workers}', 'checkpoint.patience=0', f'train.seed={seed}'])
+                           ['student.weights=random', f'student.epochs={epochs}', 'student.updates=0', f'data.workers={workers}', 'checkpoint.patience=0', f'train.seed={seed}'])
     out = work/'students'/name
     if (out/'student'/'student_card.json').exists(): print(f"{name}: done before ({out})"); return dict(folder=out/'student', epochs=epochs, n=n, n_gt=n_gt, n_pseudo=n_p)
     out.mkdir(parents=True, exist_ok=True); save_config(c, out/'config.yaml')

@@ -364,7 +364,7 @@ def _train_images(exp, given=None)->Path:
 
 # %% ../nbs/80_cli.ipynb #13e23002
 DEMO_UNLABELLED = Path('teacher_lora_demo/unlabelled')
-DEMO_DISTILL_SETS = ['student.epochs=6', 'student.weights=random', 'data.workers=0', 'checkpoint.patience=0']  # ~200 updates: a few minutes on 2 CPU cores
+DEMO_DISTILL_SETS = ['student.epochs=6', 'student.updates=200', 'student.weights=random', 'data.workers=0', 'checkpoint.patience=0']  # ~200 updates: a few minutes on 2 CPU cores
 
 def _demo_distill(device=None)->dict:
     "The distillation demo's inputs: the train demo's experiment (trained first if missing), and 200 unlabelled images of the same target domain."
@@ -421,7 +421,7 @@ def distill_cli(exp:str=None, # the teachers: experiment folder (teacher-lora-tr
         if not (exp and images and train and val and output): raise UsageError("--exp, --images, --train, --val and --output are required; try --demo for an example")
         _check_images(images); gt = _train_images(exp, train_images); _check_out(output, '--output'); _check_counts(batch_size, workers)
         sets += ['student.labels=pseudo'] * pseudo_only + [f'student.weights={student_weights}'] * bool(student_weights) + [f'student.epochs={epochs}'] * bool(epochs)
-        from teacher_lora.student import distill, export_onnx, check_onnx
+        from teacher_lora.student import distill, export_onnx, check_onnx, onnx_check_line
         with output_lock(Path(output)/LOCK, '--output', output):
             res = distill(exp, images, train, val, gt, output, test=test, config=config, sets=sets, resume=resume, overwrite=overwrite,
                           device=device, label_batch=batch_size, workers=workers, argv=sys.argv)
@@ -429,7 +429,7 @@ def distill_cli(exp:str=None, # the teachers: experiment folder (teacher-lora-tr
             if demo and _main_process():
                 onnx = export_onnx(res['folder'], Path(output)/'student.onnx')
                 w = check_onnx(res['folder'], onnx, [Path(gt)/i['file_name'] for i in load_coco(test)['images'][:8]])
-                _say(f"ONNX: {onnx} (onnxruntime = PyTorch on {w['images']} test images, {w['detections']} detections over 0.3: boxes within {w['box']:.2g} px, scores within {w['score']:.2g})"
+                _say(f"ONNX: {onnx} ({onnx_check_line(w)})"
                      "\nThe shipped tiny teachers are tiny themselves; against the real-size Grounding DINO-T + SAM ViT-B pipeline, such a student runs "
                      "hundreds of times faster on a CPU (benchmarks/student.py). It learns only as well as the labels it gets: these weak teachers label few "
                      "of the objects, so here it trails them; ground truth alone (--set student.labels=gt) shows what it can do")
@@ -450,25 +450,27 @@ def _check_images_of(student, n:int=8)->list:
 def export_cli(student:str=None, # a student (teacher-lora-distill --output, or its student folder) to write as ONNX
                out:str=None, # the .onnx file to write (with --student)
                check_images:str=None, # folder of images to compare onnxruntime with PyTorch on (default: the student's validation images)
+               min_score:float=.3, # the detections compared: those scoring at least this in either runtime (lower it for a student that finds little)
                teacher:str=None, # a teacher folder (EXP/dino/teacher or EXP/sam/teacher) to write with its adapters merged
                merged:str=None, # where the merged teacher goes: a folder (Grounding DINO) or a .pth file (SAM)
               ):
     "Export a student as ONNX (checked with onnxruntime against PyTorch), or a teacher with its LoRA merged into full weights. Exit 0: written, 2: unusable input."
     import warnings; warnings.filterwarnings('ignore')
     def main():
-        from teacher_lora.student import export_onnx, check_onnx, export_merged, load_student
+        from teacher_lora.student import export_onnx, check_onnx, export_merged, load_student, onnx_check_line
         from teacher_lora.predict import find_images
         if bool(student) == bool(teacher): raise UsageError("give --student STUDENT --out model.onnx, or --teacher EXP/dino/teacher --merged OUT")
         if teacher:
             if not merged: raise UsageError("--merged OUT is required with --teacher (a folder for Grounding DINO, a .pth file for SAM)")
             print(f"merged teacher: {export_merged(teacher, merged)}"); return 0
         if not out: raise UsageError("--out model.onnx is required with --student")
+        if not 0 <= min_score <= 1: raise UsageError(f"--min-score {min_score}: a score from 0 to 1")
         _check_out(out, '--out', folder=False, eg='student.onnx'); st = load_student(student, 'cpu')
         imgs = sorted(find_images(check_images)[1]) if check_images else None
         files = [Path(check_images)/f for f in imgs[:8]] if check_images else _check_images_of(student)
         p = export_onnx(st, out)
         if not files: print(f"{p}: written; not compared with PyTorch (no images: give --check-images FOLDER)"); return 0
-        w = check_onnx(st, p, files)
-        print(f"{p}: written; onnxruntime = PyTorch on {w['images']} images ({w['detections']} detections): boxes within {w['box']:.2g} px, scores within {w['score']:.2g}")
+        w = check_onnx(st, p, files, min_score=min_score)
+        print(f"{p}: written; {onnx_check_line(w)}" + (' (or lower --min-score)' if not w['detections'] else ''))
         return 0
     return _exit(_run(main), _from_shell())

@@ -6,9 +6,10 @@ Docs: https://teacher-lora.github.io/teacher_lora/student.html.md"""
 
 # %% auto #0
 __all__ = ['BACKBONE_URL', 'STUDENT_ARCHS', 'backbone_weights', 'make_student', 'student_input_size', 'StudentData',
-           'pseudo_kept', 'gt_repeats', 'StudentTask', 'save_student', 'student_card', 'load_student', 'Student',
-           'student_config', 'pseudo_label', 'write_student', 'images_per_second', 'teacher_pipeline', 'score_student',
-           'Scorecard', 'scorecard', 'distill', 'export_onnx', 'check_onnx', 'export_merged']
+           'pseudo_kept', 'gt_repeats', 'epoch_repeats', 'StudentTask', 'save_student', 'student_card', 'load_student',
+           'Student', 'student_config', 'pseudo_label', 'write_student', 'images_per_second', 'teacher_pipeline',
+           'score_student', 'Scorecard', 'scorecard', 'distill', 'export_onnx', 'check_onnx', 'onnx_check_line',
+           'export_merged']
 
 # %% ../nbs/78_student.ipynb #1183f210
 import json, math, os, shutil, socket, time, warnings
@@ -117,6 +118,11 @@ def gt_repeats(n_gt:int, n_pseudo:int, share:float)->int:
     "How many times the `n_gt` ground-truth images go into an epoch to make up at least `share` of it beside `n_pseudo` pseudo-labelled ones."
     if not (n_gt and n_pseudo and share): return 1
     return max(1, math.ceil(share / (1 - share) * n_pseudo / n_gt - 1e-9))
+
+def epoch_repeats(n:int, batch:int, epochs:int, updates:int)->int:
+    "How many times each epoch goes over its `n` images so that `epochs` epochs take at least `updates` optimiser updates of `batch` images (and an epoch at least one)."
+    if not n: return 1
+    return max(1, math.ceil(batch / n), math.ceil(updates / (epochs * math.ceil(n / batch))) if updates else 1)
 
 def _reseeded(ds:CocoDataset, k:int)->CocoDataset:
     "Copy `k` of a dataset: the same images and labels (shared, not reloaded), its own augmentation draws."
@@ -268,8 +274,8 @@ def pseudo_label(ts:dict, images, out, batch_size:int=4, workers:int=2, dev=None
     return label_images(ts, images, out, batch_size, workers, dev=dev)
 
 # %% ../nbs/78_student.ipynb #47d64d23
-def _student_data(c, files:dict, image_roots:dict, cat_ids:list, masks:bool)->tuple:
-    "The training images (ground truth 'train' and pseudo-labels 'pseudo', each with its image folder; seeded augmentation) and a line saying what they are."
+def _student_data(c, files:dict, image_roots:dict, cat_ids:list, masks:bool, procs:int=1)->tuple:
+    "The training images (ground truth 'train' and pseudo-labels 'pseudo', each with its image folder; seeded augmentation), composed by `student.*`, and a line saying what they are."
     aug, s = default_augment() if c.data.augment else None, c.student
     mk = lambda k, ann: CocoDataset(ann, image_roots[k], masks=masks, augment=aug, seed=c.train.seed, cat_ids=cat_ids)
     parts, say = [], []
@@ -284,7 +290,9 @@ def _student_data(c, files:dict, image_roots:dict, cat_ids:list, masks:bool)->tu
         gt = mk('train', files['train']); r = gt_repeats(len(gt), len(parts[0]) if parts else 0, s.gt_share)
         parts[:0] = [gt] + [_reseeded(gt, k) for k in range(1, r)]
         say.insert(0, f"{len(gt)} ground-truth images" + (f" x{r} (at least student.gt_share={s.gt_share:g} of each epoch)" if r > 1 else ''))
-    return StudentData(parts), ' + '.join(say)
+    n = sum(len(p) for p in parts); e = epoch_repeats(n, c.train.batch_size * c.train.grad_accum * procs, c.train.epochs, s.updates)
+    parts += [_reseeded(p, k) for k in range(1, e) for p in parts]
+    return StudentData(parts), ' + '.join(say) + (f"; each epoch goes over them x{e}, for at least " + (f"student.updates={s.updates} optimiser updates in {c.train.epochs} epochs" if s.updates else "one batch") if e > 1 else '')
 
 # %% ../nbs/78_student.ipynb #cc69be3a
 def write_student(task, state:dict, c, folder, acc, **card)->Path:
@@ -321,7 +329,7 @@ def _student_run(c, exp, files:dict, roots:dict, val, images, out, ts_info:dict,
     torch.manual_seed(c.train.seed)  # the same initial student in every process and every run
     sd = backbone_weights(c.student.weights, say)
     task = StudentTask(make_student(len(names), masks, c.student.input_size, sd), names, cat_ids, masks)
-    data, what = _student_data(cs, files, roots, cat_ids, masks)
+    data, what = _student_data(cs, files, roots, cat_ids, masks, acc.num_processes)
     say(f"student: {STUDENT_ARCHS[masks]} at {c.student.input_size} px, trained on {what}")
     state = fit(task, data, CocoDataset(val, images, masks=masks, cat_ids=cat_ids), cs, out, acc, RunLog(out, acc.is_main_process), resume)
     folder = write_student(task, state, c, out, acc, backbone='imagenet' if sd else 'random', teachers=str(exp), labels=c.student.labels,
@@ -392,6 +400,19 @@ def _student_setup(exp, train, val, images, config, sets, test=None)->tuple:
     d = cards['dino']; ts_info = dict(names=d['names'], cat_ids=d['cat_ids'], masks=bool(info.has_masks and 'sam' in cards))
     return c, ts_info
 
+# %% ../nbs/78_student.ipynb #f1e61ff4
+def _unlabelled_only(unlabelled, # a folder of images (searched recursively) or a list of image paths
+                     gt:dict, # ground-truth COCO files by option name, e.g. {'--train': 'train.json', '--val': 'val.json'}
+                     images)->tuple: # the folder their `file_name`s are relative to
+    "The unlabelled image paths that are none of the ground-truth files' images (compared by real path, through symlinks), and how many of each file's were found among them."
+    from collections import Counter
+    owner = {os.path.realpath(Path(images)/i['file_name']): flag for flag, f in gt.items() for i in load_coco(f)['images']}
+    root, rel = find_images(unlabelled); keep, found = [], Counter()
+    for r in rel:
+        if flag := owner.get(os.path.realpath(root/r)): found[flag] += 1
+        else: keep.append(root/r)
+    return keep, found
+
 # %% ../nbs/78_student.ipynb #fa1e2ee9
 def _label_summary(d:dict, path, labels:str)->str:
     "One line on the pseudo-labels: images, objects per class, and what the student learns from."
@@ -399,6 +420,24 @@ def _label_summary(d:dict, path, labels:str)->str:
     n, names = Counter(a['category_id'] for a in d['annotations']), {c['id']: c['name'] for c in d['categories']}
     return (f"pseudo-labels: {path}: {len(d['images'])} images, {len(d['annotations'])} objects (" + ', '.join(f"{names[c]} {n[c]}" for c in names)
             + f"); the student learns from {'them alone (student.labels=pseudo)' if labels == 'pseudo' else 'them and the ground truth'}")
+
+def _weak_classes(card:dict)->str:
+    "A warning (or '') naming the classes whose labelling threshold missed the card's precision target on validation: their pseudo-labels are mostly wrong."
+    th, p = card.get('thresholds') or {}, card.get('threshold_precision')
+    weak = [f"{n} ({'no right detection' if t['score'] is None else 'precision %.2f' % t['precision']})" for n, t in th.items() if not t['reached']]
+    return ('' if not weak else f"warning: the teachers reach no score threshold with precision {p} on {card.get('threshold_data')} for " + ', '.join(weak)
+            + ": their pseudo-labels of these classes are mostly wrong or missing, and the student learns the mistakes. "
+            "Better teachers help (more data, epochs or a larger lora_scope); --set student.labels=gt trains on the ground truth alone")
+
+# %% ../nbs/78_student.ipynb #486d6c24
+def _images_to_label(unlabelled, train, val, test, images, say:bool=True)->list:
+    "The unlabelled images less the ground truth's (said in the log); `TrainError` if none is left."
+    keep, found = _unlabelled_only(unlabelled, {'--train': train, '--val': val} | ({'--test': test} if test else {}), images)
+    if found and say: print(f"unlabelled images: {sum(found.values())} are ground-truth images (" + ', '.join(f"{n} of {k}" for k, n in found.items())
+                            + "), left out: their ground truth beats pseudo-labels, and the student must not train on the images that pick its epoch or score it", flush=True)
+    if not keep: raise TrainError(f"--images {unlabelled}: every image in it is a ground-truth image, so there is nothing for the teachers to label. "
+                                  "Fix: give a folder of other images of the same kind, or train on the ground truth alone (--set student.labels=gt)")
+    return keep
 
 # %% ../nbs/78_student.ipynb #b59a14e3
 def distill(exp, # the teachers: an experiment folder (`teacher-lora-train --output`)
@@ -412,6 +451,7 @@ def distill(exp, # the teachers: an experiment folder (`teacher-lora-train --out
     "Label `unlabelled` with the teachers, train a student on ground truth + pseudo-labels (`student.labels`), write it, and score it beside the teachers."
     c, ti = _student_setup(exp, train, val, images, config, sets, test)
     out = Path(output); acc = make_accelerator(c, device)
+    todo = _images_to_label(unlabelled, train, val, test, images, acc.is_main_process) if c.student.labels != 'gt' else None  # before anything is written
     prepare_output(out, c, resume, overwrite)
     if resume: _check_resume(out, val, acc)
     if acc.is_main_process:
@@ -421,10 +461,10 @@ def distill(exp, # the teachers: an experiment folder (`teacher-lora-train --out
     files, roots = {}, {}
     if c.student.labels != 'pseudo': files['train'], roots['train'] = Path(train), Path(images)
     if c.student.labels != 'gt':
-        ts = load_teachers(exp, device)
-        files['pseudo'], roots['pseudo'] = out/'pseudo'/'labels.json', find_images(unlabelled)[0]
-        lab = pseudo_label(ts, unlabelled, files['pseudo'], label_batch, workers, device); del ts
-        if acc.is_main_process: print(_label_summary(lab, files['pseudo'], c.student.labels), flush=True)
+        ts = load_teachers(exp, device); ts_card = ts['dino'].card
+        files['pseudo'], roots['pseudo'] = out/'pseudo'/'labels.json', find_images(todo)[0]
+        lab = pseudo_label(ts, todo, files['pseudo'], label_batch, workers, device); del ts
+        if acc.is_main_process: print('\n'.join(filter(None, [_label_summary(lab, files['pseudo'], c.student.labels), _weak_classes(ts_card)])), flush=True)
     res = _student_run(c, exp, files, roots, val, images, out, ti, acc, resume)
     if test and acc.is_main_process:
         res['scorecard'] = scorecard(exp, res['folder'], test, images, device)
@@ -474,7 +514,12 @@ def check_onnx(student, onnx_path, images:list, box_tol:float=.5, score_tol:floa
             raise TeacherError(f"{onnx_path}: on {f}, onnxruntime's detections over {min_score} do not match PyTorch's "
                                f"(same class, score within {score_tol}, box within {box_tol} px): the export is not faithful")
         worst = dict(images=worst['images'] + 1, detections=worst['detections'] + m[2], box=max(worst['box'], m[0], back[0]), score=max(worst['score'], m[1], back[1]))
-    return worst
+    return worst | dict(min_score=min_score)
+
+def onnx_check_line(w:dict)->str:
+    "What `check_onnx` found, in words."
+    if not w['detections']: return f"onnxruntime and PyTorch both find nothing scoring {w['min_score']:g} or more in these {w['images']} images: nothing to compare (check on images it finds objects in)"
+    return f"onnxruntime = PyTorch on {w['images']} images, {w['detections']} detections scoring {w['min_score']:g} or more: boxes within {w['box']:.2g} px, scores within {w['score']:.2g}"
 
 # %% ../nbs/78_student.ipynb #f5eb806b
 def export_merged(teacher, # a teacher folder (e.g. exp/dino/teacher or exp/sam/teacher)

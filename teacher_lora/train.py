@@ -238,7 +238,7 @@ def fit(task, train_ds, val_ds, c, folder, acc, log:RunLog, resume:bool=False)->
     from tqdm.auto import tqdm
     folder, t = Path(folder), c.train
     steps = len(train_ds) // (t.batch_size * acc.num_processes)
-    if not steps: raise TrainError(f"{len(train_ds)} training images are fewer than one global batch ({t.batch_size} x {acc.num_processes} processes). Fix: lower train.batch_size")
+    if not steps: raise TrainError(f"{len(train_ds)} training images are fewer than one global batch ({t.batch_size} x {acc.num_processes} processes). Fix: lower {getattr(task, 'section', 'train')}.batch_size")
     total = math.ceil(steps / t.grad_accum) * t.epochs
     net = train_mode(task.net)
     params = [p for p in net.parameters() if p.requires_grad]

@@ -1,5 +1,5 @@
 "Distillation as a user runs it: `teacher-lora-distill` killed while labelling and while training, then resumed; `teacher-lora-export`."
-import json, os, signal, subprocess, sys, time
+import json, os, re, signal, subprocess, sys, time
 from pathlib import Path
 import pytest, torch
 from safetensors.torch import load_file
@@ -10,7 +10,7 @@ from teacher_lora.train import read_metrics
 BIN = Path(sys.executable).parent
 TINY = ['dino.model=tiny-pretrained', 'sam.model=tiny-pretrained', 'preprocess.dino_shortest=160', 'preprocess.dino_longest=213',
         'train.epochs=1', 'data.workers=0']
-STUDENT = ['student.epochs=2', 'student.batch_size=4', 'student.weights=random', 'data.workers=0', 'checkpoint.every=1', 'train.log_every=1']
+STUDENT = ['student.epochs=2', 'student.updates=0', 'student.batch_size=4', 'student.weights=random', 'data.workers=0', 'checkpoint.every=1', 'train.log_every=1']
 
 def env(**kw): return {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONWARNINGS': 'ignore', **kw}
 
@@ -75,8 +75,10 @@ def test_export(exp, tmp_path):
     d, unl = exp
     run(distill(d, unl, tmp_path/'st', '--pseudo-only'))
     assert json.loads((tmp_path/'st'/'student'/'student_card.json').read_text())['labels'] == 'pseudo'
-    r = run([BIN/'teacher-lora-export', '--student', tmp_path/'st', '--out', tmp_path/'s.onnx'])
-    assert 'onnxruntime = PyTorch on 4 images' in r.stdout, r.stdout
+    r = run([BIN/'teacher-lora-export', '--student', tmp_path/'st', '--out', tmp_path/'s.onnx', '--min-score', '0.05'])  # all it outputs: a 2-epoch student scores low
+    m = re.search(r'onnxruntime = PyTorch on 4 images, (\d+) detections scoring 0.05 or more', r.stdout)
+    assert m and int(m[1]) > 0, r.stdout
+    run([BIN/'teacher-lora-export', '--student', tmp_path/'st', '--out', tmp_path/'s2.onnx', '--min-score', '2'], code=2)
     r = run([BIN/'teacher-lora-export', '--student', d/'exp', '--out', tmp_path/'x.onnx'], code=2)
     assert 'no student in it' in r.stderr and not (tmp_path/'x.onnx').exists()
     run([BIN/'teacher-lora-export', '--teacher', d/'exp'/'dino'/'teacher', '--merged', tmp_path/'dino_merged'])
