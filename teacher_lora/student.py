@@ -389,9 +389,11 @@ def scorecard(exp, student, ann, image_root, dev=None, speed_images:int=16)->Sco
     return Scorecard([t, s])
 
 # %% ../nbs/78_student.ipynb #b24df6d1
+def _gt_files(train, val, test=None)->dict: return {'--train': train, '--val': val} | ({'--test': test} if test else {})  # the ground truth, by option name
+
 def _student_setup(exp, train, val, images, config, sets, test=None)->tuple:
     "The checked inputs of a distillation: the teachers' classes, the config (input size resolved), and whether the student segments."
-    files = {'--train': train, '--val': val} | ({'--test': test} if test else {}); _check_files(files, images)
+    files = _gt_files(train, val, test); _check_files(files, images)
     cards = {n: json.loads(f.read_text()) for n in ('dino', 'sam') if (f := Path(exp)/n/'teacher'/'teacher_card.json').is_file()}
     if 'dino' not in cards: raise TeacherError(f"--exp {exp}: no Grounding DINO teacher in it (dino/teacher): the pseudo-labels' boxes come from it. Fix: give the --output folder of teacher-lora-train")
     _check_teacher_classes(cards['dino'], files)
@@ -432,7 +434,7 @@ def _weak_classes(card:dict)->str:
 # %% ../nbs/78_student.ipynb #486d6c24
 def _images_to_label(unlabelled, train, val, test, images, say:bool=True)->list:
     "The unlabelled images less the ground truth's (said in the log); `TrainError` if none is left."
-    keep, found = _unlabelled_only(unlabelled, {'--train': train, '--val': val} | ({'--test': test} if test else {}), images)
+    keep, found = _unlabelled_only(unlabelled, _gt_files(train, val, test), images)
     if found and say: print(f"unlabelled images: {sum(found.values())} are ground-truth images (" + ', '.join(f"{n} of {k}" for k, n in found.items())
                             + "), left out: their ground truth beats pseudo-labels, and the student must not train on the images that pick its epoch or score it", flush=True)
     if not keep: raise TrainError(f"--images {unlabelled}: every image in it is a ground-truth image, so there is nothing for the teachers to label. "

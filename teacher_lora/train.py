@@ -191,13 +191,15 @@ def validate(task, net, ds, c, acc)->dict:
     return task.score(gather_object(preds) if acc.num_processes > 1 else preds, ds.d)
 
 # %% ../nbs/50_train.ipynb #91dcc989
-def _check_finite(parts:dict, acc, where:str, folder, c=None, section:str='train'):
+def _section(task)->str: return getattr(task, 'section', 'train')  # the config section a task's lr and batch size are set in
+
+def _check_finite(parts:dict, acc, where:str, folder, c, section:str='train'):
     "Stop every process with a clear message when the loss is NaN or infinite on any of them (the fix names the config `section` the run's lr is set in)."
     bad = acc.reduce(torch.tensor([0. if torch.isfinite(parts['loss']) else 1.], device=acc.device), 'sum')
     if bad.item():
-        last, lr = checkpoints(folder)[-1:], (c.train.lr if c is not None else 2e-4)
+        last = checkpoints(folder)[-1:]
         raise TrainError(f"the loss is {parts['loss'].item()} at {where}. Training stopped; the last good checkpoint is "
-                         f"{last[0] if last else 'none (nothing was saved yet)'}. Fix: lower {section}.lr (e.g. --set {section}.lr={lr / 10:.2g}), "
+                         f"{last[0] if last else 'none (nothing was saved yet)'}. Fix: lower {section}.lr (e.g. --set {section}.lr={c.train.lr / 10:.2g}), "
                          "set train.mixed_precision=no if it happens with fp16, or check the data with teacher-lora-validate")
 
 def _oom_message(c, section:str='train')->str:
@@ -215,10 +217,10 @@ def train_step(task, net, batch, acc, sync:bool, accum:int, where:str, folder, c
         for j in range(n := task.n_parts(batch)):
             with (nullcontext() if sync and j == n - 1 else acc.no_sync(net)):
                 with acc.autocast(): parts = task.loss(net, batch, j, acc.device)
-                _check_finite(parts, acc, where, folder, c, getattr(task, 'section', 'train'))
+                _check_finite(parts, acc, where, folder, c, _section(task))
                 acc.backward(parts['loss'] / accum)
             for k, v in parts.items(): out[k] = out.get(k, 0.) + float(v.detach())
-    except torch.OutOfMemoryError: raise TrainError(_oom_message(c, getattr(task, 'section', 'train'))) from None
+    except torch.OutOfMemoryError: raise TrainError(_oom_message(c, _section(task))) from None
     return out
 
 # %% ../nbs/50_train.ipynb #2e6f04b2
@@ -238,7 +240,7 @@ def fit(task, train_ds, val_ds, c, folder, acc, log:RunLog, resume:bool=False)->
     from tqdm.auto import tqdm
     folder, t = Path(folder), c.train
     steps = len(train_ds) // (t.batch_size * acc.num_processes)
-    if not steps: raise TrainError(f"{len(train_ds)} training images are fewer than one global batch ({t.batch_size} x {acc.num_processes} processes). Fix: lower {getattr(task, 'section', 'train')}.batch_size")
+    if not steps: raise TrainError(f"{len(train_ds)} training images are fewer than one global batch ({t.batch_size} x {acc.num_processes} processes). Fix: lower {_section(task)}.batch_size")
     total = math.ceil(steps / t.grad_accum) * t.epochs
     net = train_mode(task.net)
     params = [p for p in net.parameters() if p.requires_grad]
